@@ -1,0 +1,71 @@
+# Third-party libraries, found once and normalised to targets the project links against:
+#   vit::torch, MPI::MPI_CXX, vit::yaml, Boost::program_options, JPEG::JPEG, and (with CUDA) vit::nccl.
+# LibTorch comes from a PyTorch install (setup script: a venv outside the clone) or any
+# Torch_DIR / CMAKE_PREFIX_PATH the user passes.
+
+if(VIT_USE_CCACHE)
+  find_program(VIT_CCACHE ccache)
+  if(VIT_CCACHE)
+    set(CMAKE_CXX_COMPILER_LAUNCHER ${VIT_CCACHE})
+    set(CMAKE_CUDA_COMPILER_LAUNCHER ${VIT_CCACHE})
+  endif()
+endif()
+
+# LibTorch. Without an explicit prefix, ask the Python that holds torch where it lives.
+if(NOT Torch_DIR AND NOT CMAKE_PREFIX_PATH)
+  find_program(VIT_PYTHON NAMES python3 HINTS $ENV{HOME}/.cache/vitrain/venv/bin NO_DEFAULT_PATH)
+  if(NOT VIT_PYTHON)
+    find_program(VIT_PYTHON python3)
+  endif()
+  execute_process(COMMAND ${VIT_PYTHON} -c "import torch; print(torch.utils.cmake_prefix_path)"
+                  OUTPUT_VARIABLE VIT_TORCH_PREFIX OUTPUT_STRIP_TRAILING_WHITESPACE
+                  RESULT_VARIABLE VIT_TORCH_RC ERROR_QUIET)
+  if(VIT_TORCH_RC EQUAL 0)
+    list(APPEND CMAKE_PREFIX_PATH ${VIT_TORCH_PREFIX})
+  endif()
+endif()
+
+# The torch wheel is built with CUDA; its CMake config wants a CUDA toolkit. Tell it where.
+if(VIT_WITH_CUDA AND NOT CUDAToolkit_ROOT AND EXISTS /usr/local/cuda/bin/nvcc)
+  set(CUDAToolkit_ROOT /usr/local/cuda)
+endif()
+if(NOT CMAKE_CUDA_ARCHITECTURES)
+  set(CMAKE_CUDA_ARCHITECTURES 90)
+endif()
+set(TORCH_CUDA_ARCH_LIST "9.0" CACHE STRING "")
+find_package(Torch REQUIRED)
+add_library(vit_torch INTERFACE)
+target_link_libraries(vit_torch INTERFACE ${TORCH_LIBRARIES})
+target_include_directories(vit_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
+add_library(vit::torch ALIAS vit_torch)
+
+# CUDA + NCCL: compiled in only when the toolkit and NCCL are there.
+set(VIT_HAVE_CUDA OFF)
+if(VIT_WITH_CUDA)
+  find_package(CUDAToolkit QUIET)
+  find_path(VIT_NCCL_INCLUDE nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/include /usr/local/cuda/include)
+  find_library(VIT_NCCL_LIB nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/lib/x86_64-linux-gnu /usr/local/cuda/lib64)
+  if(CUDAToolkit_FOUND AND VIT_NCCL_INCLUDE AND VIT_NCCL_LIB AND TARGET torch_cuda)
+    set(VIT_HAVE_CUDA ON)
+    add_library(vit_nccl INTERFACE)
+    target_include_directories(vit_nccl SYSTEM INTERFACE ${VIT_NCCL_INCLUDE})
+    target_link_libraries(vit_nccl INTERFACE ${VIT_NCCL_LIB} CUDA::cudart)
+    add_library(vit::nccl ALIAS vit_nccl)
+  endif()
+endif()
+message(STATUS "vitrain: CUDA + NCCL paths ${VIT_HAVE_CUDA}")
+
+find_package(MPI REQUIRED COMPONENTS CXX)
+
+find_package(yaml-cpp REQUIRED)
+add_library(vit_yaml INTERFACE)
+if(TARGET yaml-cpp::yaml-cpp)
+  target_link_libraries(vit_yaml INTERFACE yaml-cpp::yaml-cpp)
+else()
+  target_link_libraries(vit_yaml INTERFACE yaml-cpp)
+endif()
+add_library(vit::yaml ALIAS vit_yaml)
+
+find_package(Boost REQUIRED COMPONENTS program_options)
+find_package(JPEG REQUIRED)
+find_package(Threads REQUIRED)

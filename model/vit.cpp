@@ -1,0 +1,131 @@
+#include "model/vit.h"
+
+#include <cmath>
+
+namespace vit::model {
+namespace F = torch::nn::functional;
+
+void trunc_normal_(torch::Tensor& t, double std, double lo, double hi) {
+  // Inverse-CDF sampling, as PyTorch's trunc_normal_: uniform in [cdf(lo), cdf(hi)], then erfinv.
+  torch::NoGradGuard no_grad;
+  auto cdf = [](double x) { return 0.5 * (1.0 + std::erf(x / std::sqrt(2.0))); };
+  double l = cdf(lo / std), u = cdf(hi / std);
+  t.uniform_(2 * l - 1, 2 * u - 1).erfinv_().mul_(std * std::sqrt(2.0)).clamp_(lo, hi);
+}
+
+// ---- Attention ----
+AttentionImpl::AttentionImpl(int64_t width, int64_t num_heads, double attn_dropout, double proj_dropout)
+    : num_heads_(num_heads), attn_dropout_(attn_dropout) {
+  qkv_ = register_module("qkv", torch::nn::Linear(width, 3 * width));
+  proj_ = register_module("proj", torch::nn::Linear(width, width));
+  proj_drop_ = register_module("proj_drop", torch::nn::Dropout(proj_dropout));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
+  const int64_t B = x.size(0), N = x.size(1), D = x.size(2), Dh = D / num_heads_;
+  auto qkv = qkv_(x).view({B, N, 3, num_heads_, Dh}).permute({2, 0, 3, 1, 4});  // [3, B, H, N, Dh]
+  auto q = qkv[0], k = qkv[1], v = qkv[2];
+  // Fused attention (flash / memory-efficient kernels on GPU; math on CPU).
+  auto out = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{},
+                                              is_training() ? attn_dropout_ : 0.0);  // [B, H, N, Dh]
+  out = out.transpose(1, 2).reshape({B, N, D});
+  return proj_drop_(proj_(out));
+}
+
+// ---- MLP ----
+MlpImpl::MlpImpl(int64_t width, int64_t mlp_dim, double dropout) {
+  fc1_ = register_module("fc1", torch::nn::Linear(width, mlp_dim));
+  fc2_ = register_module("fc2", torch::nn::Linear(mlp_dim, width));
+  drop_ = register_module("drop", torch::nn::Dropout(dropout));
+}
+
+torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
+  return drop_(fc2_(drop_(F::gelu(fc1_(x)))));  // exact (erf) GELU, as timm's nn.GELU
+}
+
+// ---- Block ----
+BlockImpl::BlockImpl(const ModelConfig& c, double drop_path) : drop_path_(drop_path) {
+  auto ln = [&](void) {
+    return torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.width}).eps(c.layer_norm_eps));
+  };
+  norm1_ = register_module("norm1", ln());
+  attn_ = register_module("attn", Attention(c.width, c.num_heads, c.attn_dropout, c.dropout));
+  norm2_ = register_module("norm2", ln());
+  mlp_ = register_module("mlp", Mlp(c.width, c.mlp_dim, c.dropout));
+}
+
+torch::Tensor BlockImpl::drop_path(const torch::Tensor& branch) {
+  // Stochastic depth: drop the whole residual branch per sample, rescale the kept ones.
+  if (!is_training() || drop_path_ <= 0.0) return branch;
+  double keep = 1.0 - drop_path_;
+  auto mask = torch::empty({branch.size(0), 1, 1}, branch.options()).bernoulli_(keep).div_(keep);
+  return branch * mask;
+}
+
+torch::Tensor BlockImpl::forward(torch::Tensor x) {
+  x = x + drop_path(attn_(norm1_(x)));
+  x = x + drop_path(mlp_(norm2_(x)));
+  return x;
+}
+
+// ---- VisionTransformer ----
+VisionTransformerImpl::VisionTransformerImpl(const ModelConfig& c) : config_(c) {
+  validate(c);
+  const int64_t D = c.width;
+  // Registration order equals timm's parameter order: cls_token, pos_embed, patch_embed, blocks, norm, head.
+  cls_token_ = register_parameter("cls_token", torch::zeros({1, 1, D}));
+  pos_embed_ = register_parameter("pos_embed", torch::zeros({1, c.num_tokens(), D}));
+  auto patch_embed = register_module("patch_embed", std::make_shared<torch::nn::Module>());
+  patch_proj_ = patch_embed->register_module(
+      "proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(c.channels, D, c.patch_size).stride(c.patch_size)));
+  pos_drop_ = register_module("pos_drop", torch::nn::Dropout(c.dropout));
+  blocks_ = register_module("blocks", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.depth; ++i) {
+    // Stochastic depth rate grows linearly from 0 to drop_path over the blocks.
+    double rate = c.depth > 1 ? c.drop_path * static_cast<double>(i) / (c.depth - 1) : c.drop_path;
+    blocks_->push_back(Block(c, rate));
+  }
+  norm_ = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({D}).eps(c.layer_norm_eps)));
+  if (c.head == "mlp") {
+    auto pre_logits = register_module("pre_logits", std::make_shared<torch::nn::Module>());
+    pre_logits_fc_ = pre_logits->register_module("fc", torch::nn::Linear(D, D));
+  }
+  head_ = register_module("head", torch::nn::Linear(D, c.num_classes));
+  initialise();
+}
+
+void VisionTransformerImpl::initialise() {
+  // timm's default ('' mode): trunc_normal(0.02) for pos_embed and every Linear weight, zero
+  // biases, cls_token normal(1e-6), LayerNorm ones/zeros, the patch conv at PyTorch's default.
+  torch::NoGradGuard no_grad;
+  trunc_normal_(pos_embed_, 0.02);
+  cls_token_.normal_(0.0, 1e-6);
+  for (auto& module : modules(/*include_self=*/false)) {
+    if (auto* linear = module->as<torch::nn::Linear>()) {
+      trunc_normal_(linear->weight, 0.02);
+      linear->bias.zero_();
+    }
+  }
+  if (config_.head == "linear") {
+    // Fine-tuning head: zero-initialised, so training starts from the backbone's features alone.
+    head_->weight.zero_();
+    head_->bias.zero_();
+  }
+}
+
+torch::Tensor VisionTransformerImpl::forward_features(const torch::Tensor& images) {
+  const int64_t B = images.size(0);
+  auto x = patch_proj_(images).flatten(2).transpose(1, 2);           // [B, N-1, D]
+  x = torch::cat({cls_token_.expand({B, -1, -1}).to(x.dtype()), x}, 1);  // [B, N, D]
+  x = pos_drop_(x + pos_embed_);
+  for (const auto& block : *blocks_) x = block->as<BlockImpl>()->forward(x);
+  return norm_(x);
+}
+
+torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& images) {
+  auto cls = forward_features(images).select(1, 0);  // [B, D], the [CLS] token
+  if (pre_logits_fc_) cls = torch::tanh(pre_logits_fc_(cls));
+  return head_(cls);  // [B, K]
+}
+
+}  // namespace vit::model

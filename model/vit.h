@@ -1,0 +1,85 @@
+// The Vision Transformer of "An Image is Worth 16x16 Words" (Dosovitskiy et al., ICLR 2021).
+//
+// Parameter names and shapes equal timm's VisionTransformer (cls_token, pos_embed,
+// patch_embed.proj.*, blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*, norm.*,
+// head.*), plus pre_logits.fc.* for the paper's pretraining head, so weights move both ways.
+// Dimension letters used in comments: B batch, C channels, N tokens (1 + grid_h * grid_w),
+// D width, H heads, Dh = D / H, M mlp_dim, K classes.
+//
+// Not here: losses, optimisers, mixed precision policy (the trainer sets autocast), weight
+// files (safetensors.h) and transfer between resolutions (transfer.h).
+#pragma once
+
+#include <torch/torch.h>
+
+#include "model/config.h"
+
+namespace vit::model {
+
+class AttentionImpl : public torch::nn::Module {
+ public:
+  AttentionImpl(int64_t width, int64_t num_heads, double attn_dropout, double proj_dropout);
+  torch::Tensor forward(const torch::Tensor& x);  // [B, N, D] -> [B, N, D]
+
+ private:
+  int64_t num_heads_;
+  double attn_dropout_;
+  torch::nn::Linear qkv_{nullptr}, proj_{nullptr};
+  torch::nn::Dropout proj_drop_{nullptr};
+};
+TORCH_MODULE(Attention);
+
+class MlpImpl : public torch::nn::Module {
+ public:
+  MlpImpl(int64_t width, int64_t mlp_dim, double dropout);
+  torch::Tensor forward(const torch::Tensor& x);  // [B, N, D] -> [B, N, D]
+
+ private:
+  torch::nn::Linear fc1_{nullptr}, fc2_{nullptr};
+  torch::nn::Dropout drop_{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+class BlockImpl : public torch::nn::Module {
+ public:
+  BlockImpl(const ModelConfig& config, double drop_path);
+  torch::Tensor forward(torch::Tensor x);  // pre-norm: x + attn(norm1(x)), then x + mlp(norm2(x))
+
+ private:
+  torch::Tensor drop_path(const torch::Tensor& branch);
+  double drop_path_;
+  torch::nn::LayerNorm norm1_{nullptr}, norm2_{nullptr};
+  Attention attn_{nullptr};
+  Mlp mlp_{nullptr};
+};
+TORCH_MODULE(Block);
+
+class VisionTransformerImpl : public torch::nn::Module {
+ public:
+  // Builds and initialises (timm's default) with the global torch generator: seed it first.
+  explicit VisionTransformerImpl(const ModelConfig& config);
+
+  torch::Tensor forward(const torch::Tensor& images);          // [B, C, H, W] -> logits [B, K]
+  torch::Tensor forward_features(const torch::Tensor& images);  // -> [B, N, D] after the final norm
+
+  const ModelConfig& config() const { return config_; }
+
+ private:
+  void initialise();
+
+  ModelConfig config_;
+  torch::nn::Conv2d patch_proj_{nullptr};  // registered as patch_embed.proj
+  torch::Tensor cls_token_;                // [1, 1, D]
+  torch::Tensor pos_embed_;                // [1, N, D]
+  torch::nn::Dropout pos_drop_{nullptr};
+  torch::nn::ModuleList blocks_{nullptr};
+  torch::nn::LayerNorm norm_{nullptr};
+  torch::nn::Linear pre_logits_fc_{nullptr};  // mlp head only, registered as pre_logits.fc
+  torch::nn::Linear head_{nullptr};
+};
+TORCH_MODULE(VisionTransformer);
+
+// Truncated normal as timm's trunc_normal_ (bounds are absolute values, not multiples of std).
+void trunc_normal_(torch::Tensor& t, double std, double lo = -2.0, double hi = 2.0);
+
+}  // namespace vit::model
