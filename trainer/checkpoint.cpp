@@ -1,0 +1,169 @@
+#include "trainer/checkpoint.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+
+#include <torch/torch.h>
+
+#include "core/errors.h"
+#include "core/files.h"
+#include "core/log.h"
+#include "core/strings.h"
+#include "distributed/communicator.h"
+
+namespace vit::train {
+namespace fs = std::filesystem;
+
+namespace {
+constexpr const char* kCommitted = "COMMITTED";
+constexpr const char* kManifest = "MANIFEST.json";
+
+std::string step_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step_%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+int64_t step_of(const fs::path& dir) {
+  std::string name = dir.filename().string();
+  if (!starts_with(name, "step_") || name.find('.') != std::string::npos) return -1;
+  try {
+    return std::stoll(name.substr(5));
+  } catch (...) {
+    return -1;
+  }
+}
+
+// Rank 0's decision, shared with every rank through the host communicator.
+int64_t broadcast_int(dist::Communicator& comm, int64_t value) {
+  auto t = torch::tensor({value}, torch::kInt64);
+  comm.broadcast(t, {0})->wait();
+  return t.item<int64_t>();
+}
+}  // namespace
+
+CheckpointManager::CheckpointManager(const std::string& run_dir, const CheckpointConfig& config, int rank,
+                                     int world_size)
+    : root_(run_dir + "/checkpoints"), config_(config), rank_(rank), world_size_(world_size) {}
+
+void CheckpointManager::save(int64_t step, const model::NamedTensors& weights, const model::NamedTensors& optimizer,
+                             const Json& rank_state, const std::string& config_yaml, dist::Communicator& comm) {
+  const fs::path final_dir = fs::path(root_) / step_name(step);
+  const fs::path partial = fs::path(root_) / (step_name(step) + ".partial");
+  if (rank_ == 0) {
+    fs::remove_all(partial);
+    if (fs::exists(final_dir)) fs::remove_all(final_dir);  // a re-run of the same step replaces it
+    fs::create_directories(partial);
+  }
+  comm.barrier()->wait();
+  write_file_atomic((partial / ("rank_" + std::to_string(rank_) + ".json")).string(), rank_state.dump() + "\n");
+  if (rank_ == 0) {
+    model::write_safetensors((partial / "model.safetensors").string(), weights, {{"format", "pt"}});
+    model::write_safetensors((partial / "optimizer.safetensors").string(), optimizer);
+    write_file_atomic((partial / "config.yaml").string(), config_yaml);
+  }
+  comm.barrier()->wait();
+  if (rank_ == 0) {
+    Json manifest = Json::object();
+    manifest["step"] = step;
+    manifest["world_size"] = world_size_;
+    Json files = Json::object();
+    std::vector<fs::path> entries;
+    for (const auto& e : fs::directory_iterator(partial)) entries.push_back(e.path());
+    std::sort(entries.begin(), entries.end());
+    for (const auto& p : entries) {
+      std::string bytes = read_file(p.string());
+      Json f = Json::object();
+      f["sha256"] = sha256_hex(bytes);
+      f["bytes"] = static_cast<int64_t>(bytes.size());
+      files[p.filename().string()] = f;
+    }
+    manifest["files"] = files;
+    write_file_atomic((partial / kManifest).string(), manifest.dump() + "\n");
+    fs::rename(partial, final_dir);
+    fsync_directory(root_);
+    write_file_atomic((final_dir / kCommitted).string(), std::to_string(step) + "\n");
+    // Keep the newest `keep` committed checkpoints.
+    auto all = list_checkpoints(root_);
+    for (size_t i = static_cast<size_t>(config_.keep); i < all.size(); ++i) fs::remove_all(all[i]);
+  }
+  comm.barrier()->wait();
+}
+
+std::vector<std::string> list_checkpoints(const std::string& root) {
+  std::vector<std::pair<int64_t, std::string>> found;
+  if (!fs::exists(root)) return {};
+  for (const auto& e : fs::directory_iterator(root)) {
+    int64_t step = step_of(e.path());
+    if (e.is_directory() && step >= 0) found.emplace_back(step, e.path().string());
+  }
+  std::sort(found.rbegin(), found.rend());
+  std::vector<std::string> out;
+  for (auto& f : found) out.push_back(f.second);
+  return out;
+}
+
+void verify_checkpoint(const std::string& dir) {
+  VIT_CHECK(fs::is_directory(dir), CheckpointError, "checkpoint '", dir, "' does not exist");
+  VIT_CHECK(fs::exists(fs::path(dir) / kCommitted), CheckpointError, "checkpoint '", dir,
+            "' is not committed (no COMMITTED marker: the job stopped while writing it)");
+  Json manifest;
+  try {
+    manifest = Json::parse(read_file((fs::path(dir) / kManifest).string()));
+  } catch (const std::exception& e) {
+    VIT_THROW(CheckpointError, "checkpoint '", dir, "': unreadable MANIFEST.json: ", e.what());
+  }
+  for (const auto& [name, info] : manifest.at("files").as_object()) {
+    fs::path p = fs::path(dir) / name;
+    VIT_CHECK(fs::exists(p), CheckpointError, "checkpoint '", dir, "': file ", name, " listed in MANIFEST.json is missing");
+    std::string bytes = read_file(p.string());
+    VIT_CHECK(static_cast<int64_t>(bytes.size()) == info.at("bytes").as_int(), CheckpointError, "checkpoint '", dir,
+              "': ", name, " has ", bytes.size(), " bytes, the manifest says ", info.at("bytes").as_int(),
+              " (truncated)");
+    VIT_CHECK(sha256_hex(bytes) == info.at("sha256").as_string(), CheckpointError, "checkpoint '", dir, "': ", name,
+              " does not match its sha256 in MANIFEST.json (corrupt)");
+  }
+}
+
+model::NamedTensors read_checkpoint_weights(const std::string& dir) {
+  verify_checkpoint(dir);
+  return model::read_safetensors((fs::path(dir) / "model.safetensors").string()).tensors;
+}
+
+bool CheckpointManager::load_latest(CheckpointData& out, dist::Communicator& comm) {
+  int64_t chosen = -1;
+  if (rank_ == 0) {
+    for (const auto& dir : list_checkpoints(root_)) {
+      try {
+        verify_checkpoint(dir);
+      } catch (const CheckpointError& e) {
+        log_warn("refusing ", e.what(), "; trying an older checkpoint");
+        continue;
+      }
+      // A verified checkpoint of another world size is a user error, not a fallback case:
+      // the per-rank loader positions would not match. Rank 0 throws; main aborts every rank.
+      Json manifest = Json::parse(read_file((fs::path(dir) / kManifest).string()));
+      int64_t saved_world = manifest.at("world_size").as_int();
+      VIT_CHECK(saved_world == world_size_, CheckpointError, "checkpoint '", dir, "' was written by ", saved_world,
+                " ranks, this job has ", world_size_, "; resume with the same number of ranks or a new run.dir");
+      chosen = step_of(dir);
+      break;
+    }
+  }
+  chosen = broadcast_int(comm, chosen);
+  if (chosen < 0) return false;
+  out.dir = (fs::path(root_) / step_name(chosen)).string();
+  out.step = chosen;
+  out.weights = model::read_safetensors(out.dir + "/model.safetensors").tensors;
+  out.optimizer = model::read_safetensors(out.dir + "/optimizer.safetensors").tensors;
+  std::string rank_file = out.dir + "/rank_" + std::to_string(rank_) + ".json";
+  try {
+    out.rank_state = Json::parse(read_file(rank_file));
+  } catch (const std::exception& e) {
+    VIT_THROW(CheckpointError, "checkpoint '", out.dir, "': cannot read ", rank_file, ": ", e.what());
+  }
+  return true;
+}
+
+}  // namespace vit::train

@@ -1,0 +1,72 @@
+// Checkpoints: one directory per step under run.dir/checkpoints/, committed atomically.
+//
+//   checkpoints/step_00001000/
+//     model.safetensors      weights under timm's names (rank 0; identical on every rank)
+//     optimizer.safetensors  moments and step counters (rank 0; identical on every rank)
+//     rank_<r>.json          per-rank state: data-loader position, RNG states, counters
+//     config.yaml            the resolved config
+//     MANIFEST.json          sha256 and size of every file above
+//     COMMITTED              written last; a directory without it never loads
+//
+// Note [Checkpoint commit]: all ranks write into step_N.partial/, meet at a barrier, then rank 0
+// writes the manifest, renames the directory to step_N (atomic on one file system), writes
+// COMMITTED through a temporary name + fsync + rename, and prunes old checkpoints. A crash at
+// any point leaves either the previous committed checkpoints or the new one, never a torn one.
+// Loading verifies every checksum; a corrupt or uncommitted checkpoint is refused with the
+// reason, and resume falls back to the newest good one.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/json.h"
+#include "model/safetensors.h"
+#include "trainer/config.h"
+
+namespace vit::dist {
+class Communicator;
+}
+
+namespace vit::train {
+
+struct CheckpointData {
+  std::string dir;
+  int64_t step = 0;
+  model::NamedTensors weights;
+  model::NamedTensors optimizer;
+  Json rank_state;  // this rank's rank_<r>.json
+};
+
+class CheckpointManager {
+ public:
+  CheckpointManager(const std::string& run_dir, const CheckpointConfig& config, int rank, int world_size);
+
+  // Collective: every rank calls it with the same step, in the same order as other collectives.
+  void save(int64_t step, const model::NamedTensors& weights, const model::NamedTensors& optimizer,
+            const Json& rank_state, const std::string& config_yaml, dist::Communicator& comm);
+
+  // Collective: rank 0 picks the newest checkpoint that verifies, every rank loads it.
+  // Returns false when there is none.
+  bool load_latest(CheckpointData& out, dist::Communicator& comm);
+
+  const std::string& root() const { return root_; }
+
+ private:
+  std::string root_;
+  CheckpointConfig config_;
+  int rank_;
+  int world_size_;
+};
+
+// Verifies COMMITTED and every checksum in MANIFEST.json; throws CheckpointError naming the
+// directory, the file and what is wrong.
+void verify_checkpoint(const std::string& dir);
+
+// Committed checkpoint directories under `root`, newest first (by step number).
+std::vector<std::string> list_checkpoints(const std::string& root);
+
+// Reads model.safetensors of a verified checkpoint directory (the fine-tune stage's init_from).
+model::NamedTensors read_checkpoint_weights(const std::string& dir);
+
+}  // namespace vit::train

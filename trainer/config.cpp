@@ -1,0 +1,367 @@
+#include "trainer/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <set>
+
+#include "core/errors.h"
+#include "core/strings.h"
+
+namespace vit::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+// ---- The schema: every key, bound to a member of Config -------------------------------------
+
+struct Field {
+  std::string key;                                                   // "model.depth"
+  std::function<void(const YAML::Node&)> read;                       // throws YAML::Exception on a bad type
+  std::function<void(YAML::Emitter&)> write;
+  std::string type_name;
+};
+
+template <typename T>
+const char* type_name() {
+  if constexpr (std::is_same_v<T, bool>) return "true or false";
+  else if constexpr (std::is_integral_v<T>) return "an integer";
+  else if constexpr (std::is_floating_point_v<T>) return "a number";
+  else if constexpr (std::is_same_v<T, std::string>) return "a string";
+  else return "a list of numbers";
+}
+
+template <typename T>
+Field bind(const std::string& key, T* member) {
+  Field f;
+  f.key = key;
+  f.type_name = type_name<T>();
+  f.read = [member](const YAML::Node& node) {
+    if constexpr (std::is_same_v<T, std::vector<double>>) {
+      if (!node.IsSequence()) throw YAML::BadConversion(node.Mark());
+    } else if (!node.IsScalar()) {
+      throw YAML::BadConversion(node.Mark());
+    }
+    *member = node.as<T>();
+  };
+  f.write = [member](YAML::Emitter& out) {
+    if constexpr (std::is_same_v<T, std::vector<double>>) {
+      out << YAML::Flow << *member;
+    } else if constexpr (std::is_floating_point_v<T>) {
+      out << YAML::Precision(10) << *member;
+    } else {
+      out << *member;
+    }
+  };
+  return f;
+}
+
+std::vector<Field> schema(Config& c) {
+  auto& r = c.run;
+  auto& m = c.model;
+  auto& d = c.data;
+  auto& o = c.optim;
+  auto& s = c.schedule;
+  auto& t = c.train;
+  auto& x = c.distributed;
+  auto& k = c.checkpoint;
+  auto& l = c.logging;
+  return {
+      bind("run.name", &r.name), bind("run.dir", &r.dir), bind("run.seed", &r.seed), bind("run.device", &r.device),
+
+      bind("model.preset", &m.preset), bind("model.image_size", &m.image_size),
+      bind("model.image_height", &m.image_height), bind("model.image_width", &m.image_width),
+      bind("model.patch_size", &m.patch_size), bind("model.channels", &m.channels), bind("model.width", &m.width),
+      bind("model.depth", &m.depth), bind("model.num_heads", &m.num_heads), bind("model.mlp_dim", &m.mlp_dim),
+      bind("model.num_classes", &m.num_classes), bind("model.head", &m.head), bind("model.dropout", &m.dropout),
+      bind("model.attn_dropout", &m.attn_dropout), bind("model.drop_path", &m.drop_path),
+      bind("model.layer_norm_eps", &m.layer_norm_eps), bind("model.init_from", &m.init_from),
+      bind("model.pos_embed_interpolation", &m.pos_embed_interpolation),
+
+      bind("data.dataset", &d.dataset), bind("data.path", &d.path), bind("data.eval_path", &d.eval_path),
+      bind("data.num_classes", &d.num_classes), bind("data.synthetic_train_size", &d.synthetic_train_size),
+      bind("data.synthetic_eval_size", &d.synthetic_eval_size),
+      bind("data.synthetic_image_size", &d.synthetic_image_size), bind("data.cifar100_labels", &d.cifar100_labels),
+      bind("data.num_workers", &d.num_workers), bind("data.prefetch_batches", &d.prefetch_batches),
+      bind("data.on_corrupt", &d.on_corrupt), bind("data.shuffle_buffer", &d.shuffle_buffer),
+      bind("data.device_resident", &d.device_resident), bind("data.train_crop", &d.train_crop),
+      bind("data.crop_padding", &d.crop_padding), bind("data.rrc_scale", &d.rrc_scale),
+      bind("data.rrc_ratio", &d.rrc_ratio), bind("data.hflip", &d.hflip), bind("data.mixup_alpha", &d.mixup_alpha),
+      bind("data.cutmix_alpha", &d.cutmix_alpha), bind("data.resize_interpolation", &d.resize_interpolation),
+      bind("data.eval_crop_fraction", &d.eval_crop_fraction), bind("data.mean", &d.mean), bind("data.std", &d.std),
+
+      bind("optim.name", &o.name), bind("optim.lr", &o.lr), bind("optim.weight_decay", &o.weight_decay),
+      bind("optim.beta1", &o.beta1), bind("optim.beta2", &o.beta2), bind("optim.eps", &o.eps),
+      bind("optim.momentum", &o.momentum), bind("optim.nesterov", &o.nesterov),
+      bind("optim.clip_grad_norm", &o.clip_grad_norm),
+
+      bind("schedule.name", &s.name), bind("schedule.warmup_steps", &s.warmup_steps),
+      bind("schedule.warmup_fraction", &s.warmup_fraction), bind("schedule.min_lr", &s.min_lr),
+
+      bind("train.epochs", &t.epochs), bind("train.steps", &t.steps),
+      bind("train.micro_batch_size", &t.micro_batch_size), bind("train.global_batch_size", &t.global_batch_size),
+      bind("train.label_smoothing", &t.label_smoothing), bind("train.precision", &t.precision),
+      bind("train.eval_every_steps", &t.eval_every_steps), bind("train.cuda_graph", &t.cuda_graph),
+
+      bind("distributed.backend", &x.backend), bind("distributed.bucket_mb", &x.bucket_mb),
+      bind("distributed.compress_bf16", &x.compress_bf16), bind("distributed.timeout_s", &x.timeout_s),
+      bind("distributed.check_every_steps", &x.check_every_steps),
+      bind("distributed.on_nonfinite", &x.on_nonfinite),
+
+      bind("checkpoint.every_steps", &k.every_steps), bind("checkpoint.keep", &k.keep),
+      bind("checkpoint.resume", &k.resume),
+
+      bind("logging.every_steps", &l.every_steps), bind("logging.tensorboard", &l.tensorboard),
+      bind("logging.progress", &l.progress),
+  };
+}
+
+// ---- Loading and merging YAML files --------------------------------------------------------
+
+// Where each leaf key was set: "configs/a.yaml:12" or "--set".
+using Origins = std::map<std::string, std::string>;
+
+std::string where(const std::string& file, const YAML::Node& node) {
+  const auto mark = node.Mark();
+  return mark.is_null() ? file : str(file, ":", mark.line + 1);
+}
+
+void record_origins(const YAML::Node& node, const std::string& prefix, const std::string& file, Origins& origins) {
+  if (node.IsMap()) {
+    for (const auto& kv : node) {
+      std::string key = kv.first.as<std::string>();
+      std::string path = prefix.empty() ? key : prefix + "." + key;
+      record_origins(kv.second, path, file, origins);
+      if (!kv.second.IsMap()) origins[path] = where(file, kv.first);
+    }
+  }
+}
+
+// Merges `over` into `base` in place: maps key by key, anything else replaced.
+void merge(YAML::Node base, const YAML::Node& over) {
+  for (const auto& kv : over) {
+    std::string key = kv.first.as<std::string>();
+    if (kv.second.IsMap() && base[key] && base[key].IsMap()) {
+      merge(base[key], kv.second);
+    } else {
+      base[key] = YAML::Clone(kv.second);
+    }
+  }
+}
+
+YAML::Node load_tree(const std::string& path, Origins& origins, std::set<std::string>& chain) {
+  VIT_CHECK(fs::exists(path), ConfigError, "config file '", path, "' does not exist; pass --config with a path to a YAML file (see configs/)");
+  std::string canonical = fs::weakly_canonical(path).string();
+  VIT_CHECK(!chain.count(canonical), ConfigError, "'", path, "': `base:` chain loops back to this file");
+  chain.insert(canonical);
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::ParserException& e) {
+    VIT_THROW(ConfigError, path, ":", e.mark.line + 1, ":", e.mark.column + 1, ": malformed YAML: ", e.msg);
+  } catch (const YAML::BadFile&) {
+    VIT_THROW(ConfigError, "cannot read config file '", path, "'");
+  }
+  if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  VIT_CHECK(root.IsMap(), ConfigError, path, ": the top level must be a mapping of sections (run:, model:, ...)");
+  YAML::Node merged(YAML::NodeType::Map);
+  if (root["base"]) {
+    VIT_CHECK(root["base"].IsScalar(), ConfigError, where(path, root["base"]), ": base: must be a file path");
+    fs::path base_path = fs::path(path).parent_path() / root["base"].as<std::string>();
+    merged = load_tree(base_path.string(), origins, chain);
+    root.remove("base");
+  }
+  record_origins(root, "", path, origins);
+  merge(merged, root);
+  return merged;
+}
+
+void apply_override(YAML::Node& root, const std::string& assignment, Origins& origins) {
+  auto eq = assignment.find('=');
+  VIT_CHECK(eq != std::string::npos && eq > 0, ConfigError, "--set '", assignment,
+            "': expected key=value, e.g. --set train.steps=100");
+  std::string key = trim(assignment.substr(0, eq));
+  std::string value = assignment.substr(eq + 1);
+  auto parts = split(key, '.');
+  VIT_CHECK(parts.size() == 2, ConfigError, "--set '", assignment, "': key '", key,
+            "' must be section.key, e.g. model.depth");
+  YAML::Node parsed;
+  try {
+    parsed = YAML::Load(value);
+  } catch (const YAML::Exception& e) {
+    VIT_THROW(ConfigError, "--set ", key, ": cannot parse value '", value, "': ", e.what());
+  }
+  if (parsed.IsNull() && value.empty()) parsed = YAML::Node(std::string());
+  if (!root[parts[0]] || !root[parts[0]].IsMap()) root[parts[0]] = YAML::Node(YAML::NodeType::Map);
+  YAML::Node section = root[parts[0]];
+  section[parts[1]] = parsed;
+  origins[key] = "--set";
+}
+
+std::string origin_of(const Origins& origins, const std::string& key, const std::string& fallback) {
+  auto it = origins.find(key);
+  return it == origins.end() ? fallback : it->second;
+}
+
+// A preset fills the model's shape unless a key is given beside it.
+void apply_preset(const YAML::Node& model_node, model::ModelConfig& m) {
+  if (!model_node || !model_node["preset"]) return;
+  auto shape = model::preset_shape(model_node["preset"].as<std::string>());
+  auto given = [&](const char* key) { return static_cast<bool>(model_node[key]); };
+  if (!given("image_size")) m.image_size = shape.image_size;
+  if (!given("patch_size")) m.patch_size = shape.patch_size;
+  if (!given("width")) m.width = shape.width;
+  if (!given("depth")) m.depth = shape.depth;
+  if (!given("num_heads")) m.num_heads = shape.num_heads;
+  if (!given("mlp_dim")) m.mlp_dim = shape.mlp_dim;
+}
+
+}  // namespace
+
+std::vector<std::string> valid_keys() {
+  Config scratch;
+  std::vector<std::string> keys;
+  for (const auto& f : schema(scratch)) keys.push_back(f.key);
+  return keys;
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  Origins origins;
+  std::set<std::string> chain;
+  YAML::Node root = load_tree(path, origins, chain);
+  for (const auto& o : overrides) apply_override(root, o, origins);
+
+  Config config;
+  config.source = path;
+  auto fields = schema(config);
+  std::map<std::string, Field*> by_key;
+  std::set<std::string> sections;
+  for (auto& f : fields) {
+    by_key[f.key] = &f;
+    sections.insert(split(f.key, '.')[0]);
+  }
+  const std::vector<std::string> keys = valid_keys();
+  const std::vector<std::string> section_list(sections.begin(), sections.end());
+
+  try {
+    apply_preset(root["model"], config.model);
+  } catch (const ConfigError& e) {
+    VIT_THROW(ConfigError, origin_of(origins, "model.preset", path), ": ", e.what());
+  }
+
+  for (const auto& section_kv : root) {
+    std::string section = section_kv.first.as<std::string>();
+    std::string section_where = where(path, section_kv.first);
+    if (!sections.count(section)) {
+      std::string guess = nearest(section, section_list);
+      VIT_THROW(ConfigError, section_where, ": unknown section '", section, "'",
+                guess.empty() ? "" : " (did you mean '" + guess + "'?)", "; sections are ", join(section_list, ", "));
+    }
+    if (section_kv.second.IsNull()) continue;
+    VIT_CHECK(section_kv.second.IsMap(), ConfigError, section_where, ": '", section, "' must be a mapping of keys");
+    for (const auto& kv : section_kv.second) {
+      std::string key = section + "." + kv.first.as<std::string>();
+      std::string at = origin_of(origins, key, section_where);
+      auto it = by_key.find(key);
+      if (it == by_key.end()) {
+        std::string guess = nearest(key, keys);
+        VIT_THROW(ConfigError, at, ": unknown key '", key, "'",
+                  guess.empty() ? "" : " (did you mean " + guess + "?)",
+                  "; docs/config.md lists every key");
+      }
+      try {
+        it->second->read(kv.second);
+      } catch (const YAML::Exception&) {
+        std::string shown = kv.second.IsScalar() ? "'" + kv.second.as<std::string>() + "'" : "a nested value";
+        VIT_THROW(ConfigError, at, ": ", key, " must be ", it->second->type_name, ", got ", shown);
+      }
+    }
+  }
+
+  try {
+    model::validate(config.model);
+    data::validate(config.data);
+    dist::validate(config.distributed);
+    validate_for_world(config, 1);
+  } catch (const ConfigError& e) {
+    // Name the file that set the offending key when the message starts with a key path.
+    std::string msg = e.what();
+    std::string key = msg.substr(0, msg.find(':'));
+    VIT_THROW(ConfigError, origin_of(origins, key, path), ": ", msg);
+  }
+  return config;
+}
+
+void validate_for_world(const Config& c, int world_size) {
+  auto positive = [](int64_t v, const char* key) {
+    VIT_CHECK(v > 0, ConfigError, key, ": must be positive, got ", v);
+  };
+  positive(c.train.micro_batch_size, "train.micro_batch_size");
+  VIT_CHECK(c.train.epochs > 0 || c.train.steps > 0, ConfigError, "train.epochs: set train.epochs or train.steps > 0");
+  VIT_CHECK(c.train.steps >= 0, ConfigError, "train.steps: must be >= 0 (0 = use train.epochs)");
+  VIT_CHECK(c.train.global_batch_size >= 0, ConfigError, "train.global_batch_size: must be >= 0 (0 = micro x world)");
+  VIT_CHECK(c.train.label_smoothing >= 0 && c.train.label_smoothing < 1, ConfigError,
+            "train.label_smoothing: must be in [0, 1), got ", c.train.label_smoothing);
+  VIT_CHECK(c.train.precision == "auto" || c.train.precision == "fp32" || c.train.precision == "bf16", ConfigError,
+            "train.precision: must be auto, fp32 or bf16, got '", c.train.precision, "'");
+  int64_t per_step = c.train.micro_batch_size * world_size;
+  if (c.train.global_batch_size > 0) {
+    VIT_CHECK(c.train.global_batch_size % per_step == 0, ConfigError, "train.global_batch_size: ",
+              c.train.global_batch_size, " is not divisible by world size ", world_size, " x train.micro_batch_size ",
+              c.train.micro_batch_size, " = ", per_step, "; choose a multiple of ", per_step);
+  }
+  VIT_CHECK(c.optim.name == "adamw" || c.optim.name == "sgd", ConfigError, "optim.name: must be adamw or sgd, got '",
+            c.optim.name, "'");
+  VIT_CHECK(c.optim.lr > 0, ConfigError, "optim.lr: must be positive, got ", c.optim.lr);
+  VIT_CHECK(c.optim.weight_decay >= 0, ConfigError, "optim.weight_decay: must be >= 0");
+  VIT_CHECK(c.optim.beta1 >= 0 && c.optim.beta1 < 1 && c.optim.beta2 >= 0 && c.optim.beta2 < 1, ConfigError,
+            "optim.beta1: betas must be in [0, 1)");
+  VIT_CHECK(c.optim.clip_grad_norm >= 0, ConfigError, "optim.clip_grad_norm: must be >= 0 (0 disables)");
+  VIT_CHECK(c.schedule.name == "cosine" || c.schedule.name == "linear" || c.schedule.name == "constant", ConfigError,
+            "schedule.name: must be cosine, linear or constant, got '", c.schedule.name, "'");
+  VIT_CHECK(c.schedule.warmup_fraction >= 0 && c.schedule.warmup_fraction < 1, ConfigError,
+            "schedule.warmup_fraction: must be in [0, 1)");
+  VIT_CHECK(c.schedule.min_lr >= 0 && c.schedule.min_lr <= c.optim.lr, ConfigError,
+            "schedule.min_lr: must be in [0, optim.lr]");
+  VIT_CHECK(c.checkpoint.keep >= 1, ConfigError, "checkpoint.keep: must be >= 1");
+  VIT_CHECK(c.checkpoint.every_steps >= 0, ConfigError, "checkpoint.every_steps: must be >= 0 (0 = at the end only)");
+  VIT_CHECK(c.logging.every_steps > 0, ConfigError, "logging.every_steps: must be positive");
+  VIT_CHECK(c.logging.progress == "auto" || c.logging.progress == "bar" || c.logging.progress == "lines", ConfigError,
+            "logging.progress: must be auto, bar or lines");
+  VIT_CHECK(c.run.device == "auto" || c.run.device == "cpu" || c.run.device == "cuda", ConfigError,
+            "run.device: must be auto, cpu or cuda, got '", c.run.device, "'");
+  VIT_CHECK(!c.run.dir.empty(), ConfigError, "run.dir: must name a directory for outputs");
+  if (c.data.dataset == "synthetic") {
+    VIT_CHECK(c.data.num_classes == c.model.num_classes, ConfigError, "model.num_classes: ", c.model.num_classes,
+              " differs from data.num_classes ", c.data.num_classes, " of the synthetic set; make them equal");
+  }
+}
+
+int64_t accumulation_steps(const Config& c, int world_size) {
+  int64_t per_step = c.train.micro_batch_size * world_size;
+  return c.train.global_batch_size > 0 ? c.train.global_batch_size / per_step : 1;
+}
+
+std::string to_yaml(const Config& const_config) {
+  Config config = const_config;  // the schema binds mutable members
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  std::string current;
+  for (const auto& f : schema(config)) {
+    auto parts = split(f.key, '.');
+    if (parts[0] != current) {
+      if (!current.empty()) out << YAML::EndMap;
+      out << YAML::Key << parts[0] << YAML::Value << YAML::BeginMap;
+      current = parts[0];
+    }
+    out << YAML::Key << parts[1] << YAML::Value;
+    f.write(out);
+  }
+  if (!current.empty()) out << YAML::EndMap;
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace vit::train

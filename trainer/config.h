@@ -1,0 +1,104 @@
+// The experiment configuration: one YAML file per experiment, parsed once into one typed
+// struct per component. Each component receives only its own struct (ModelConfig to the model,
+// DataConfig to the data library, DistConfig to the communicator, ...).
+//
+// Loading rules (docs/config.md has the user-facing version):
+//   - `base: other.yaml` inherits another file (path relative to this one); maps merge key by
+//     key, this file wins. Chains of bases are allowed, cycles are refused.
+//   - `--set a.b=value` overrides one key after all files are merged (value parsed as YAML).
+//   - `model.preset` fills the model's shape; keys given beside it take precedence.
+//   - Unknown keys are errors naming the key path and the file, with the nearest valid key.
+//   - Wrong types, out-of-range values and cross-field problems name the key and what to do.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data/config.h"
+#include "distributed/config.h"
+#include "model/config.h"
+
+namespace vit::train {
+
+struct RunConfig {
+  std::string name = "vitrain";
+  std::string dir = "runs/vitrain";  // config.yaml, metrics.jsonl, tb/, checkpoints/
+  uint64_t seed = 0;
+  std::string device = "auto";  // auto (GPU by local rank when there is one) | cpu | cuda
+};
+
+struct OptimConfig {
+  std::string name = "adamw";  // adamw | sgd
+  double lr = 1e-3;            // peak learning rate (after warmup)
+  double weight_decay = 0.05;  // not applied to biases, norms, cls_token, pos_embed
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double momentum = 0.9;  // sgd
+  bool nesterov = false;  // sgd
+  double clip_grad_norm = 1.0;  // 0 disables clipping by global norm
+};
+
+struct ScheduleConfig {
+  std::string name = "cosine";  // cosine | linear | constant (after warmup)
+  int64_t warmup_steps = -1;    // -1: use warmup_fraction of the total steps
+  double warmup_fraction = 0.05;
+  double min_lr = 0.0;  // floor reached at the last step (cosine / linear)
+};
+
+struct TrainConfig {
+  int64_t epochs = 10;
+  int64_t steps = 0;  // total optimiser steps; overrides epochs when > 0
+  int64_t micro_batch_size = 64;   // per rank, per forward/backward
+  int64_t global_batch_size = 0;   // per optimiser step over all ranks; 0 = micro x world size
+  double label_smoothing = 0.0;
+  std::string precision = "auto";  // auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
+  int64_t eval_every_steps = 0;    // 0: at the end of every epoch
+  bool cuda_graph = false;         // capture the whole step as a CUDA graph (static shapes, GPU only)
+};
+
+struct CheckpointConfig {
+  int64_t every_steps = 0;  // 0: only at the end
+  int64_t keep = 2;         // newest committed checkpoints kept
+  bool resume = true;       // continue from the newest good checkpoint in run.dir
+};
+
+struct LoggingConfig {
+  int64_t every_steps = 50;
+  bool tensorboard = true;
+  std::string progress = "auto";  // auto (bar on a terminal, lines otherwise) | bar | lines
+};
+
+struct Config {
+  RunConfig run;
+  model::ModelConfig model;
+  data::DataConfig data;
+  OptimConfig optim;
+  ScheduleConfig schedule;
+  TrainConfig train;
+  dist::DistConfig distributed;
+  CheckpointConfig checkpoint;
+  LoggingConfig logging;
+
+  std::string source;  // the file it was loaded from
+};
+
+// Loads `path` (following `base:`), applies `overrides` ("a.b=value"), fills and validates
+// every section. Throws ConfigError with file, line and key path.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// The resolved configuration as YAML (every key, defaults included): written to run.dir and
+// compared across ranks.
+std::string to_yaml(const Config& config);
+
+// Checks that need the job's size: global batch divisible by world size x micro batch.
+void validate_for_world(const Config& config, int world_size);
+
+// Number of micro-batches accumulated per optimiser step.
+int64_t accumulation_steps(const Config& config, int world_size);
+
+// Every valid key path ("model.depth", ...), for suggestions and docs.
+std::vector<std::string> valid_keys();
+
+}  // namespace vit::train

@@ -1,0 +1,100 @@
+// vit-train: the command-line entry point. Parses flags, loads the config, runs the Trainer.
+// This is the only place that catches errors: it prints one line naming the rank, aborts the
+// whole job when there are peers (so no rank hangs), and exits non-zero.
+#include <boost/program_options.hpp>
+
+#include <iostream>
+
+#include "core/errors.h"
+#include "core/log.h"
+#include "distributed/runtime.h"
+#include "model/config.h"
+#include "trainer/config.h"
+#include "trainer/trainer.h"
+
+namespace po = boost::program_options;
+
+namespace {
+
+constexpr int kExitError = 1;
+constexpr int kExitUsage = 2;
+
+int run(int argc, char** argv, vit::dist::Runtime& runtime) {
+  po::options_description flags(
+      "vit-train: data-parallel Vision Transformer training\n\n"
+      "Usage: [mpirun -np N] vit-train --config FILE [--set section.key=value ...]\n\nOptions");
+  flags.add_options()                                                         //
+      ("help,h", "show this help and exit")                                   //
+      ("config,c", po::value<std::string>(), "experiment YAML file (see configs/)")  //
+      ("set,s", po::value<std::vector<std::string>>()->composing(),
+       "override one key, e.g. --set train.steps=100 (repeatable)")  //
+      ("print-config", "print the resolved config (every key) and exit")  //
+      ("dry-run", "validate the config, build the model, print its size and FLOPs, and exit");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, flags), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    VIT_THROW(vit::ConfigError, e.what(), "; run vit-train --help");
+  }
+  if (vm.count("help")) {
+    if (runtime.info().rank == 0) std::cout << flags << "\n";
+    return 0;
+  }
+  VIT_CHECK(vm.count("config"), vit::ConfigError, "missing --config FILE; e.g. vit-train --config configs/quickstart.yaml");
+  std::vector<std::string> overrides;
+  if (vm.count("set")) overrides = vm["set"].as<std::vector<std::string>>();
+
+  auto config = vit::train::load_config(vm["config"].as<std::string>(), overrides);
+  if (vm.count("print-config")) {
+    if (runtime.info().rank == 0) std::cout << vit::train::to_yaml(config);
+    return 0;
+  }
+  if (vm.count("dry-run")) {
+    vit::train::validate_for_world(config, runtime.info().world_size);
+    vit::model::VisionTransformer model(config.model);  // builds it: catches what validation cannot
+    int64_t built = 0;
+    for (const auto& p : model->parameters()) built += p.numel();
+    if (runtime.info().rank == 0) {
+      std::cout << "config: " << config.source << " (valid)\n"
+                << "parameters: " << built << "\n"
+                << "forward FLOPs per image: " << vit::model::forward_flops_per_image(config.model) << "\n"
+                << "training FLOPs per image (3x forward): " << 3 * vit::model::forward_flops_per_image(config.model)
+                << "\n";
+    }
+    return 0;
+  }
+  vit::train::Trainer trainer(config, runtime.info());
+  auto summary = trainer.fit();
+  if (summary.preempted) return vit::train::kExitRequeue;
+  vit::log_info("done: ", summary.steps, " steps in ", vit::format_duration(summary.train_seconds), ", ",
+                vit::format_count(summary.img_per_s), " img/s; eval accuracy ",
+                vit::str(100.0 * summary.final_eval.accuracy), "% (", summary.final_eval.samples,
+                " samples); outputs in ", config.run.dir);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  vit::dist::Runtime runtime(&argc, &argv);
+  vit::set_log_rank(runtime.info().rank, runtime.info().world_size);
+  int code = 0;
+  try {
+    code = run(argc, argv, runtime);
+  } catch (const vit::ConfigError& e) {
+    vit::log_error(e.what());
+    code = kExitUsage;
+  } catch (const vit::Error& e) {
+    vit::log_error(e.kind(), ": ", e.what());
+    code = kExitError;
+  } catch (const std::exception& e) {
+    vit::log_error("unexpected error: ", e.what());
+    code = kExitError;
+  }
+  // A failed rank must not leave its peers waiting in a collective.
+  if (code != 0 && code != vit::train::kExitRequeue && runtime.info().world_size > 1) {
+    vit::dist::Runtime::abort_job(code);
+  }
+  return code;
+}

@@ -1,0 +1,43 @@
+// What a run reports: metrics.jsonl (one JSON object per line), TensorBoard scalars under tb/,
+// and progress on the terminal (a live bar on a TTY, periodic plain lines otherwise).
+// Only rank 0 writes; other ranks construct it disabled. Values arrive already reduced over
+// ranks: this file does no communication.
+#pragma once
+
+#include <chrono>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "core/json.h"
+#include "trainer/config.h"
+#include "trainer/tensorboard.h"
+
+namespace vit::train {
+
+class MetricsLog {
+ public:
+  MetricsLog(const std::string& run_dir, const LoggingConfig& config, bool enabled, int64_t total_steps);
+  ~MetricsLog();
+
+  // A train line: {"split":"train","step","epoch","loss","lr","grad_norm","img_per_s",...}.
+  void train(const Json& line);
+  // An eval line: {"split":"eval","step","loss","accuracy",...}.
+  void eval(const Json& line);
+  // Plain message that does not disturb the bar.
+  void message(const std::string& text);
+  void finish();
+
+ private:
+  void append(const Json& line);
+  void draw_bar(const Json& line);
+  bool enabled_;
+  bool bar_;
+  int64_t total_steps_;
+  std::ofstream jsonl_;
+  std::unique_ptr<TensorBoardWriter> tb_;
+  std::chrono::steady_clock::time_point start_;
+  bool bar_drawn_ = false;
+};
+
+}  // namespace vit::train

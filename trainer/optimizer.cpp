@@ -1,0 +1,128 @@
+#include "trainer/optimizer.h"
+
+#include <map>
+
+#include "core/errors.h"
+#include "core/strings.h"
+
+namespace vit::train {
+
+bool is_no_decay(const std::string& name) {
+  return ends_with(name, ".bias") || name.find("norm") != std::string::npos || name == "cls_token" ||
+         name == "pos_embed";
+}
+
+Optimizer::Optimizer(const OptimConfig& config, const model::NamedTensors& params) : config_(config) {
+  VIT_CHECK(!params.empty(), ConfigError, "optimizer: the model has no parameters");
+  groups_.resize(2);
+  groups_[0].weight_decay = config.weight_decay;
+  groups_[1].weight_decay = 0.0;
+  auto device = params.front().second.device();
+  for (const auto& [name, p] : params) {
+    VIT_CHECK(p.grad().defined(), ConfigError, "optimizer: parameter ", name, " has no gradient buffer");
+    Group& g = groups_[is_no_decay(name) ? 1 : 0];
+    g.names.push_back(name);
+    g.params.push_back(p);
+    g.grads.push_back(p.grad());
+    all_grads_.push_back(p.grad());
+    if (config.name == "adamw") {
+      g.exp_avgs.push_back(torch::zeros_like(p));
+      g.exp_avg_sqs.push_back(torch::zeros_like(p));
+      g.steps.push_back(torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(device)));
+    } else {
+      g.momentum.push_back(torch::zeros_like(p));
+    }
+  }
+  auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
+  lr_ = torch::zeros({}, f32);
+  found_inf_ = torch::zeros({}, f32);
+  skipped_ = torch::zeros({}, torch::TensorOptions().dtype(torch::kInt64).device(device));
+}
+
+torch::Tensor Optimizer::step(double lr) {
+  torch::NoGradGuard no_grad;
+  // Global norm over every gradient, computed on the device.
+  auto norms = torch::_foreach_norm(all_grads_, 2);
+  auto total_norm = torch::linalg_vector_norm(torch::stack(norms), 2);
+  // found_inf: the fused kernels skip the whole update when it is non-zero.
+  found_inf_.copy_(total_norm.isfinite().logical_not().to(torch::kFloat32));
+  skipped_.add_(found_inf_.to(torch::kInt64));
+  if (config_.clip_grad_norm > 0) {
+    auto coef = (config_.clip_grad_norm / (total_norm + 1e-6)).clamp_max(1.0);
+    torch::_foreach_mul_(all_grads_, coef);
+  }
+  const bool cpu = lr_.device().is_cpu();
+  lr_.fill_(lr);
+  for (auto& g : groups_) {
+    if (g.params.empty()) continue;
+    if (config_.name == "adamw") {
+      torch::_foreach_add_(g.steps, 1.0);
+      if (cpu) {
+        at::_fused_adamw_(g.params, g.grads, g.exp_avgs, g.exp_avg_sqs, {}, g.steps, lr, config_.beta1,
+                          config_.beta2, g.weight_decay, config_.eps, false, false, std::nullopt, found_inf_);
+      } else {
+        at::_fused_adamw_(g.params, g.grads, g.exp_avgs, g.exp_avg_sqs, {}, g.steps, lr_, config_.beta1,
+                          config_.beta2, g.weight_decay, config_.eps, false, false, std::nullopt, found_inf_);
+      }
+      // A skipped step does not count (as torch.optim does with found_inf).
+      torch::_foreach_sub_(g.steps, found_inf_);
+    } else {
+      if (cpu) {
+        at::_fused_sgd_(g.params, g.grads, g.momentum, g.weight_decay, config_.momentum, lr, 0.0, config_.nesterov,
+                        false, sgd_first_step_, std::nullopt, found_inf_);
+      } else {
+        at::_fused_sgd_(g.params, g.grads, g.momentum, g.weight_decay, config_.momentum, lr_, 0.0, config_.nesterov,
+                        false, sgd_first_step_, std::nullopt, found_inf_);
+      }
+    }
+  }
+  sgd_first_step_ = false;
+  return total_norm;
+}
+
+model::NamedTensors Optimizer::state() const {
+  model::NamedTensors out;
+  for (const auto& g : groups_) {
+    for (size_t i = 0; i < g.params.size(); ++i) {
+      if (config_.name == "adamw") {
+        out.emplace_back("exp_avg." + g.names[i], g.exp_avgs[i]);
+        out.emplace_back("exp_avg_sq." + g.names[i], g.exp_avg_sqs[i]);
+        out.emplace_back("step." + g.names[i], g.steps[i]);
+      } else {
+        out.emplace_back("momentum." + g.names[i], g.momentum[i]);
+      }
+    }
+  }
+  out.emplace_back("skipped_steps", skipped_);
+  out.emplace_back("sgd_first_step", torch::tensor(sgd_first_step_ ? 1 : 0));
+  return out;
+}
+
+void Optimizer::load_state(const model::NamedTensors& state, const std::string& source) {
+  std::map<std::string, torch::Tensor> by_name(state.begin(), state.end());
+  auto fetch = [&](const std::string& name, torch::Tensor& into) {
+    auto it = by_name.find(name);
+    VIT_CHECK(it != by_name.end(), CheckpointError, "'", source, "': optimizer state lacks '", name,
+              "' (was it written with another optim.name or model?)");
+    VIT_CHECK(it->second.sizes().equals(into.sizes()), CheckpointError, "'", source, "': optimizer state '", name,
+              "' has another shape than the model's parameter");
+    torch::NoGradGuard no_grad;
+    into.copy_(it->second);
+  };
+  for (auto& g : groups_) {
+    for (size_t i = 0; i < g.params.size(); ++i) {
+      if (config_.name == "adamw") {
+        fetch("exp_avg." + g.names[i], g.exp_avgs[i]);
+        fetch("exp_avg_sq." + g.names[i], g.exp_avg_sqs[i]);
+        fetch("step." + g.names[i], g.steps[i]);
+      } else {
+        fetch("momentum." + g.names[i], g.momentum[i]);
+      }
+    }
+  }
+  fetch("skipped_steps", skipped_);
+  auto first = by_name.find("sgd_first_step");
+  if (first != by_name.end()) sgd_first_step_ = first->second.item<int64_t>() != 0;
+}
+
+}  // namespace vit::train

@@ -1,0 +1,51 @@
+// The optimiser step: clip by global norm, then fused AdamW or SGD (ATen's _fused_adamw_ /
+// _fused_sgd_, the kernels torch.optim uses with fused=True) over every parameter at once.
+//
+// Everything stays on the device: the global norm, the non-finite flag and the skipped-step
+// count are tensors, read by the host only when metrics are logged. A non-finite gradient
+// norm skips the update inside the fused kernel (found_inf), so no host sync per step.
+// Parameter groups are chosen by name: no weight decay for biases, norms, cls_token, pos_embed.
+#pragma once
+
+#include <torch/torch.h>
+
+#include "model/safetensors.h"
+#include "trainer/config.h"
+
+namespace vit::train {
+
+class Optimizer {
+ public:
+  // `params` with their names; each param's .grad() must already be defined (the gradient
+  // synchroniser makes them views into its buckets) and stay the same tensor.
+  Optimizer(const OptimConfig& config, const model::NamedTensors& params);
+
+  // Clips (when configured) and updates with learning rate `lr`. Returns the global gradient
+  // norm before clipping as a 0-dim float tensor on the parameters' device.
+  torch::Tensor step(double lr);
+
+  torch::Tensor skipped_steps() const { return skipped_; }  // int64 0-dim, on the device
+
+  // Moments and step counters under stable names, for checkpoints.
+  model::NamedTensors state() const;
+  void load_state(const model::NamedTensors& state, const std::string& source);
+
+ private:
+  struct Group {
+    std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps, momentum;
+    std::vector<std::string> names;
+    double weight_decay = 0.0;
+  };
+  OptimConfig config_;
+  std::vector<Group> groups_;
+  std::vector<torch::Tensor> all_grads_;
+  torch::Tensor lr_;        // 0-dim float on the device (CUDA: graph-safe learning rate)
+  torch::Tensor found_inf_;  // 0-dim float: 1 when the gradient norm is not finite
+  torch::Tensor skipped_;
+  bool sgd_first_step_ = true;
+};
+
+// True for names that take no weight decay (biases, norms, cls_token, pos_embed).
+bool is_no_decay(const std::string& name);
+
+}  // namespace vit::train

@@ -1,0 +1,409 @@
+#include "trainer/trainer.h"
+
+#include <ATen/autocast_mode.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+
+#include "core/errors.h"
+#include "core/files.h"
+#include "core/log.h"
+#include "core/strings.h"
+#include "model/transfer.h"
+
+namespace vit::train {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+
+// bf16 autocast for the forward pass on GPU, off again at scope exit.
+class AutocastGuard {
+ public:
+  explicit AutocastGuard(bool enabled) : enabled_(enabled) {
+    if (!enabled_) return;
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::increment_nesting();
+  }
+  ~AutocastGuard() {
+    if (!enabled_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+  }
+
+ private:
+  bool enabled_;
+};
+
+std::string to_hex(const torch::Tensor& bytes) {
+  static const char* hex = "0123456789abcdef";
+  auto c = bytes.contiguous().to(torch::kUInt8);
+  const uint8_t* p = c.data_ptr<uint8_t>();
+  std::string out;
+  out.reserve(static_cast<size_t>(c.numel()) * 2);
+  for (int64_t i = 0; i < c.numel(); ++i) {
+    out += hex[p[i] >> 4];
+    out += hex[p[i] & 15];
+  }
+  return out;
+}
+
+torch::Tensor from_hex(const std::string& text) {
+  auto t = torch::empty({static_cast<int64_t>(text.size() / 2)}, torch::kUInt8);
+  uint8_t* p = t.data_ptr<uint8_t>();
+  auto nibble = [](char c) { return static_cast<uint8_t>(c <= '9' ? c - '0' : c - 'a' + 10); };
+  for (size_t i = 0; i + 1 < text.size(); i += 2) p[i / 2] = static_cast<uint8_t>(nibble(text[i]) << 4 | nibble(text[i + 1]));
+  return t;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+Trainer::Trainer(const Config& config, const dist::LaunchInfo& launch) : config_(config), launch_(launch) {
+  validate_for_world(config_, launch_.world_size);
+  accumulation_ = accumulation_steps(config_, launch_.world_size);
+
+  // Device: the GPU of this rank's local index when there is one (run.device: auto).
+  if (config_.run.device == "cpu") {
+    device_ = torch::kCPU;
+  } else {
+    device_ = dist::select_device(launch_);
+    VIT_CHECK(config_.run.device != "cuda" || device_.is_cuda(), ConfigError,
+              "run.device: cuda was asked for but no GPU is visible to rank ", launch_.rank,
+              "; use run.device: auto or cpu");
+  }
+  bf16_ = config_.train.precision == "bf16" || (config_.train.precision == "auto" && device_.is_cuda());
+  VIT_CHECK(!(bf16_ && device_.is_cpu()), ConfigError,
+            "train.precision: bf16 autocast is for GPUs; use auto or fp32 on CPU");
+
+  // Communicators, then agree on the config before anything else is collective.
+  host_comm_ = dist::make_communicator(config_.distributed, launch_, torch::kCPU);
+  comm_ = device_.is_cuda() ? dist::make_communicator(config_.distributed, launch_, device_) : host_comm_;
+  config_yaml_ = to_yaml(config_);
+  dist::check_same_config(*host_comm_, config_yaml_);
+
+  const bool rank0 = launch_.rank == 0;
+  if (rank0) {
+    fs::create_directories(config_.run.dir);
+    write_file_atomic(config_.run.dir + "/config.yaml", config_yaml_);
+  }
+
+  // Data: this rank's shard, on this rank's device.
+  data::LoaderOptions lo;
+  lo.rank = launch_.rank;
+  lo.world_size = launch_.world_size;
+  lo.micro_batch_size = config_.train.micro_batch_size;
+  lo.seed = config_.run.seed;
+  lo.device = device_;
+  lo.image_height = config_.model.height();
+  lo.image_width = config_.model.width_px();
+  lo.num_classes = config_.model.num_classes;
+  lo.train = true;
+  train_loader_ = data::make_loader(config_.data, lo);
+  lo.train = false;
+  eval_loader_ = data::make_loader(config_.data, lo);
+  steps_per_epoch_ = std::max<int64_t>(1, train_loader_->steps_per_epoch() / accumulation_);
+  VIT_CHECK(train_loader_->steps_per_epoch() >= accumulation_, ConfigError, "train.global_batch_size: ",
+            config_.train.global_batch_size, " is larger than the data set can fill once per epoch (",
+            train_loader_->num_samples(), " samples); lower it or train.micro_batch_size");
+  total_steps_ = config_.train.steps > 0 ? config_.train.steps : config_.train.epochs * steps_per_epoch_;
+
+  build_model();
+  schedule_ = std::make_unique<LrSchedule>(config_.schedule, config_.optim.lr, total_steps_);
+  checkpoints_ = std::make_unique<CheckpointManager>(config_.run.dir, config_.checkpoint, launch_.rank,
+                                                     launch_.world_size);
+  metrics_ = std::make_unique<MetricsLog>(config_.run.dir, config_.logging, rank0, total_steps_);
+
+  auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device_);
+  loss_sum_ = torch::zeros({}, f32);
+  sample_count_ = torch::zeros({}, f32);
+  grad_norm_ = torch::zeros({}, f32);
+
+  std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGUSR1, on_stop_signal);
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::build_model() {
+  torch::manual_seed(config_.run.seed);  // identical initial weights on every rank (then broadcast anyway)
+  model_ = model::VisionTransformer(config_.model);
+  model_->to(device_);
+  params_ = model::named_parameters(*model_);
+
+  // Gradients as views into communication buckets; the optimiser holds the same views.
+  grad_sync_ = std::make_unique<dist::GradSync>(params_, comm_, config_.distributed);
+  optimizer_ = std::make_unique<Optimizer>(config_.optim, params_);
+
+  // Dropout and stochastic depth draw from per-rank streams.
+  torch::manual_seed(config_.run.seed + 1000003ULL * static_cast<uint64_t>(launch_.rank + 1));
+
+  log_info("model: ", config_.model.preset.empty() ? "custom" : config_.model.preset, ", ",
+           format_count(static_cast<double>(model::count_parameters(config_.model))), " parameters, ",
+           config_.model.grid_h(), "x", config_.model.grid_w(), " patches of ", config_.model.patch_size, " px, head ",
+           config_.model.head, "; ", format_count(model::forward_flops_per_image(config_.model)),
+           " FLOPs/image forward");
+  log_info("job: ", launch_.world_size, " rank(s), device ", device_.str(), ", precision ", bf16_ ? "bf16" : "fp32",
+           ", micro-batch ", config_.train.micro_batch_size, " x ", accumulation_, " accumulation x ",
+           launch_.world_size, " ranks = ", config_.train.micro_batch_size * accumulation_ * launch_.world_size,
+           " images/step, ", total_steps_, " steps (", steps_per_epoch_, "/epoch), ", grad_sync_->num_buckets(),
+           " gradient bucket(s), backend ", comm_->backend_name());
+}
+
+void Trainer::initialise_from_pretrained() {
+  const std::string& source = config_.model.init_from;
+  model::NamedTensors weights;
+  model::TransferOptions options;
+  if (fs::is_directory(source)) {
+    weights = read_checkpoint_weights(source);
+    // The pretraining run's config tells its patch grid (non-square grids need it).
+    if (fs::exists(source + "/config.yaml")) {
+      Config pre = load_config(source + "/config.yaml");
+      VIT_CHECK(pre.model.patch_size == config_.model.patch_size, ConfigError, "model.init_from: '", source,
+                "' was trained with patch_size ", pre.model.patch_size, ", this config has ", config_.model.patch_size,
+                "; fine-tuning keeps the patch size (change the image size instead)");
+      options.source_grid_h = pre.model.grid_h();
+      options.source_grid_w = pre.model.grid_w();
+    }
+  } else if (ends_with(source, ".safetensors")) {
+    weights = model::read_safetensors(source).tensors;
+  } else if (ends_with(source, ".npz")) {
+    VIT_THROW(ConfigError, "model.init_from: '", source,
+              "': vit_jax .npz files are not readable yet; convert it with timm "
+              "(timm.create_model(name, pretrained_cfg_overlay=dict(file=...)) then save_file) to .safetensors");
+  } else {
+    VIT_THROW(ConfigError, "model.init_from: '", source,
+              "' is neither a checkpoint directory nor a .safetensors file; check the path");
+  }
+  auto report = model::load_pretrained(model_, weights, options, source);
+  log_info("init_from ", source, ": loaded ", report.loaded.size(), " tensors unchanged");
+  for (const auto& r : report.resampled) log_info("  resampled ", r);
+  if (!report.dropped.empty()) log_info("  dropped (pretraining head): ", join(report.dropped, ", "));
+  if (!report.initialised.empty())
+    log_info("  newly initialised (zeros, ", config_.model.num_classes, " classes): ", join(report.initialised, ", "));
+}
+
+Json Trainer::rank_state() const {
+  Json s = Json::object();
+  s["step"] = step_;
+  s["rank"] = launch_.rank;
+  s["train_loader"] = train_loader_->position().to_json();
+  s["cpu_rng"] = to_hex(torch::globalContext().defaultGenerator(torch::kCPU).get_state());
+  if (device_.is_cuda()) s["cuda_rng"] = to_hex(torch::globalContext().defaultGenerator(device_).get_state());
+  return s;
+}
+
+void Trainer::restore_rank_state(const Json& s) {
+  train_loader_->seek(data::LoaderPosition::from_json(s.at("train_loader")));
+  torch::globalContext().defaultGenerator(torch::kCPU).set_state(from_hex(s.at("cpu_rng").as_string()));
+  if (device_.is_cuda() && s.find("cuda_rng"))
+    torch::globalContext().defaultGenerator(device_).set_state(from_hex(s.at("cuda_rng").as_string()));
+}
+
+bool Trainer::resume() {
+  if (!config_.checkpoint.resume) return false;
+  CheckpointData ckpt;
+  if (!checkpoints_->load_latest(ckpt, *host_comm_)) return false;
+  {
+    torch::NoGradGuard no_grad;
+    std::map<std::string, torch::Tensor> by_name(ckpt.weights.begin(), ckpt.weights.end());
+    for (auto& [name, p] : params_) {
+      auto it = by_name.find(name);
+      VIT_CHECK(it != by_name.end() && it->second.sizes().equals(p.sizes()), CheckpointError, "checkpoint '",
+                ckpt.dir, "': weights do not fit this model (", name,
+                "); the config changed since it was written: use a new run.dir");
+      p.copy_(it->second);
+    }
+  }
+  optimizer_->load_state(ckpt.optimizer, ckpt.dir + "/optimizer.safetensors");
+  restore_rank_state(ckpt.rank_state);
+  step_ = ckpt.step;
+  last_log_step_ = step_;
+  log_info("resumed from ", ckpt.dir, " at step ", step_);
+  return true;
+}
+
+torch::Tensor Trainer::compute_loss(const torch::Tensor& logits, const data::Batch& batch) const {
+  auto log_probs = torch::log_softmax(logits.to(torch::kFloat32), -1);  // [B, K]
+  const double eps = config_.train.label_smoothing;
+  const double K = static_cast<double>(logits.size(1));
+  torch::Tensor nll;
+  if (batch.targets.defined()) {
+    nll = -(batch.targets * log_probs).sum(-1);  // mixup / cutmix soft targets
+  } else {
+    nll = -log_probs.gather(1, batch.labels.unsqueeze(1)).squeeze(1);
+  }
+  if (eps > 0) nll = (1.0 - eps) * nll - (eps / K) * log_probs.sum(-1);  // label smoothing: uniform share eps
+  return nll.mean();
+}
+
+void Trainer::train_step() {
+  model_->train();
+  for (int64_t micro = 0; micro < accumulation_; ++micro) {
+    // 1. sample
+    data::Batch batch = train_loader_->next();
+    // 2. forward
+    grad_sync_->set_sync(micro == accumulation_ - 1);  // communicate on the last micro-batch only
+    torch::Tensor loss;
+    {
+      AutocastGuard autocast(bf16_);
+      auto logits = model_->forward(batch.images);
+      loss = compute_loss(logits, batch);
+    }
+    // 3. backward: buckets all-reduce from autograd hooks as their gradients land
+    (loss / static_cast<double>(accumulation_)).backward();
+    const double batch_size = static_cast<double>(batch.images.size(0));
+    loss_sum_.add_(loss.detach() * batch_size);
+    sample_count_.add_(batch_size);
+  }
+  // 4. finish: averaged gradients, identical on every rank
+  grad_sync_->finish();
+  // 5. optimise
+  lr_ = schedule_->at(step_);
+  grad_norm_ = optimizer_->step(lr_);
+  grad_sync_->zero_grad();
+  ++step_;
+}
+
+void Trainer::log_train(double elapsed_s) {
+  // Collective on the device communicator: same steps on every rank (Note [Collective order]).
+  auto stats = torch::stack({loss_sum_, sample_count_});
+  comm_->allreduce(stats, {dist::ReduceOp::kSum})->wait();
+  auto host = stats.to(torch::kCPU);
+  const double loss = host[0].item<double>() / std::max(1.0, host[1].item<double>());
+  const double samples = host[1].item<double>();
+  const int64_t skipped = optimizer_->skipped_steps().item<int64_t>();
+  Json line = Json::object();
+  line["split"] = "train";
+  line["step"] = step_;
+  line["epoch"] = (step_ - 1) / steps_per_epoch_;
+  line["loss"] = loss;
+  line["lr"] = lr_;
+  line["grad_norm"] = grad_norm_.item<double>();
+  line["img_per_s"] = samples / std::max(elapsed_s, 1e-9);
+  line["img_per_s_per_rank"] = samples / std::max(elapsed_s, 1e-9) / launch_.world_size;
+  line["data_wait"] = train_loader_->wait_fraction();
+  line["skipped_steps"] = skipped;
+  metrics_->train(line);
+  train_loader_->reset_wait_stats();
+  loss_sum_.zero_();
+  sample_count_.zero_();
+  if (skipped > 0 && config_.distributed.on_nonfinite == "stop") {
+    // The gradient was averaged before the check, so every rank reaches this line together.
+    VIT_THROW(CommError, "non-finite gradient norm at or before step ", step_,
+              " (distributed.on_nonfinite: stop); lower optim.lr or set on_nonfinite: skip");
+  }
+}
+
+EvalResult Trainer::evaluate() {
+  torch::NoGradGuard no_grad;
+  model_->eval();
+  auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device_);
+  auto totals = torch::zeros({3}, f32);  // loss sum, correct, samples (masked)
+  eval_loader_->seek({0, 0});
+  for (int64_t i = 0; i < eval_loader_->steps_per_epoch(); ++i) {
+    data::Batch batch = eval_loader_->next();
+    torch::Tensor logits;
+    {
+      AutocastGuard autocast(bf16_);
+      logits = model_->forward(batch.images).to(torch::kFloat32);
+    }
+    auto nll = torch::nn::functional::cross_entropy(
+        logits, batch.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+    auto correct = (logits.argmax(-1) == batch.labels).to(torch::kFloat32);
+    totals += torch::stack({(nll * batch.mask).sum(), (correct * batch.mask).sum(), batch.mask.sum()});
+  }
+  comm_->allreduce(totals, {dist::ReduceOp::kSum})->wait();
+  auto host = totals.to(torch::kCPU);
+  EvalResult r;
+  r.samples = static_cast<int64_t>(host[2].item<double>());
+  r.loss = host[0].item<double>() / std::max<double>(1, r.samples);
+  r.accuracy = host[1].item<double>() / std::max<double>(1, r.samples);
+  Json line = Json::object();
+  line["split"] = "eval";
+  line["step"] = step_;
+  line["loss"] = r.loss;
+  line["accuracy"] = r.accuracy;
+  line["samples"] = r.samples;
+  metrics_->eval(line);
+  model_->train();
+  return r;
+}
+
+void Trainer::save_checkpoint() {
+  checkpoints_->save(step_, params_, optimizer_->state(), rank_state(), config_yaml_, *host_comm_);
+  metrics_->message(str("checkpoint written: ", checkpoints_->root(), " step ", step_));
+}
+
+bool Trainer::stop_requested() {
+  // A signal may reach some ranks only: agree on it (max over ranks) at a step boundary.
+  auto flag = torch::tensor({static_cast<int64_t>(g_stop_signal.load())}, torch::kInt64);
+  host_comm_->allreduce(flag, {dist::ReduceOp::kMax})->wait();
+  return flag.item<int64_t>() != 0;
+}
+
+RunSummary Trainer::fit() {
+  RunSummary summary;
+  if (!resume()) {
+    if (!config_.model.init_from.empty()) initialise_from_pretrained();
+    std::vector<torch::Tensor> tensors;
+    for (auto& p : params_) tensors.push_back(p.second);
+    dist::broadcast_parameters(*comm_, tensors, 0);  // rank 0's weights everywhere
+  }
+  const int64_t first_step = step_;
+  const int64_t eval_every = config_.train.eval_every_steps > 0 ? config_.train.eval_every_steps : steps_per_epoch_;
+  const int64_t ckpt_every = config_.checkpoint.every_steps;
+  const int64_t log_every = config_.logging.every_steps;
+  std::vector<torch::Tensor> param_tensors;
+  for (auto& p : params_) param_tensors.push_back(p.second);
+
+  auto t0 = std::chrono::steady_clock::now();
+  auto t_log = t0;
+  train_loader_->reset_wait_stats();
+  while (step_ < total_steps_) {
+    train_step();
+    if (step_ % log_every == 0 || step_ == total_steps_) {
+      log_train(seconds_since(t_log));
+      t_log = std::chrono::steady_clock::now();
+    }
+    if (config_.distributed.check_every_steps > 0 && step_ % config_.distributed.check_every_steps == 0)
+      dist::check_parameters_in_sync(*comm_, param_tensors, step_);
+    if (step_ % eval_every == 0 && step_ != total_steps_) evaluate();
+    if (ckpt_every > 0 && step_ % ckpt_every == 0 && step_ != total_steps_) save_checkpoint();
+    if (stop_requested()) {
+      metrics_->message(str("stop signal received: writing a checkpoint at step ", step_));
+      save_checkpoint();
+      summary.preempted = true;
+      break;
+    }
+  }
+  if (!summary.preempted && step_ > first_step) save_checkpoint();
+  summary.steps = step_;
+  summary.train_seconds = seconds_since(t0);
+  const double images = static_cast<double>(step_ - first_step) * config_.train.micro_batch_size * accumulation_ *
+                        launch_.world_size;
+  summary.img_per_s = images / std::max(summary.train_seconds, 1e-9);
+  if (!summary.preempted) summary.final_eval = evaluate();
+  metrics_->finish();
+  if (launch_.rank == 0 && !summary.preempted) {
+    Json s = Json::object();
+    s["steps"] = summary.steps;
+    s["train_seconds"] = summary.train_seconds;
+    s["img_per_s"] = summary.img_per_s;
+    s["eval_accuracy"] = summary.final_eval.accuracy;
+    s["eval_loss"] = summary.final_eval.loss;
+    s["world_size"] = launch_.world_size;
+    write_file_atomic(config_.run.dir + "/summary.json", s.dump() + "\n");
+  }
+  return summary;
+}
+
+}  // namespace vit::train

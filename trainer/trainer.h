@@ -1,0 +1,102 @@
+// The training loop: one Trainer per process, one data-parallel replica per rank.
+//
+// train_step() reads top to bottom as the phases of one optimiser step:
+//   1. sample   micro-batches from this rank's shard (already on the device, augmented)
+//   2. forward  under bf16 autocast on GPU, loss in fp32 (label smoothing / mixup targets)
+//   3. backward gradients land in bucket views; full buckets all-reduce while backward goes on
+//   4. finish   wait for the last buckets: gradients are averaged and identical on all ranks
+//   5. optimise clip by global norm, fused AdamW/SGD (skips the update if the norm is not finite)
+//   6. record   loss and counts accumulate on the device; read back every logging.every_steps
+//
+// Collective order (Note [Collective order]): every rank calls the same collectives in the
+// same order because every decision that leads to one (log, eval, checkpoint, stop) is a
+// function of the step count or of a value already reduced over ranks.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "core/json.h"
+#include "data/loader.h"
+#include "distributed/communicator.h"
+#include "distributed/grad_sync.h"
+#include "distributed/runtime.h"
+#include "model/vit.h"
+#include "trainer/checkpoint.h"
+#include "trainer/config.h"
+#include "trainer/metrics.h"
+#include "trainer/optimizer.h"
+#include "trainer/schedule.h"
+
+namespace vit::train {
+
+// Exit status after a SIGTERM/SIGUSR1 stop with a checkpoint written: requeue the job.
+constexpr int kExitRequeue = 75;
+
+struct EvalResult {
+  double loss = 0.0;
+  double accuracy = 0.0;
+  int64_t samples = 0;
+};
+
+struct RunSummary {
+  int64_t steps = 0;
+  double train_seconds = 0.0;
+  double img_per_s = 0.0;
+  EvalResult final_eval;
+  bool preempted = false;  // stopped by a signal after writing a checkpoint
+};
+
+class Trainer {
+ public:
+  Trainer(const Config& config, const dist::LaunchInfo& launch);
+  ~Trainer();
+
+  RunSummary fit();
+  EvalResult evaluate();
+
+  int64_t total_steps() const { return total_steps_; }
+
+ private:
+  void build_model();
+  void initialise_from_pretrained();
+  bool resume();
+  void train_step();
+  void log_train(double elapsed_s);
+  void save_checkpoint();
+  Json rank_state() const;
+  void restore_rank_state(const Json& state);
+  bool stop_requested();
+  torch::Tensor compute_loss(const torch::Tensor& logits, const data::Batch& batch) const;
+
+  Config config_;
+  dist::LaunchInfo launch_;
+  torch::Device device_ = torch::kCPU;
+  bool bf16_ = false;
+  std::string config_yaml_;
+
+  model::VisionTransformer model_{nullptr};
+  model::NamedTensors params_;
+  std::shared_ptr<dist::Communicator> comm_;       // gradients, metrics (device tensors)
+  std::shared_ptr<dist::Communicator> host_comm_;  // control: barriers, flags, checkpoints (CPU, MPI)
+  std::unique_ptr<dist::GradSync> grad_sync_;
+  std::unique_ptr<Optimizer> optimizer_;
+  std::unique_ptr<LrSchedule> schedule_;
+  std::unique_ptr<data::Loader> train_loader_;
+  std::unique_ptr<data::Loader> eval_loader_;
+  std::unique_ptr<CheckpointManager> checkpoints_;
+  std::unique_ptr<MetricsLog> metrics_;
+
+  int64_t step_ = 0;  // optimiser steps done
+  int64_t total_steps_ = 0;
+  int64_t accumulation_ = 1;
+  int64_t steps_per_epoch_ = 1;
+  double lr_ = 0.0;
+  // Device-side accumulators since the last log line.
+  torch::Tensor loss_sum_, sample_count_, grad_norm_;
+  int64_t last_log_step_ = 0;
+};
+
+}  // namespace vit::train
