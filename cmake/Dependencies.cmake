@@ -11,12 +11,14 @@ if(VIT_USE_CCACHE)
   endif()
 endif()
 
+# The Python with torch (and timm, for the tests): the setup script's venv, else python3.
+find_program(VIT_PYTHON NAMES python3 HINTS $ENV{HOME}/.cache/vitrain/venv/bin NO_DEFAULT_PATH)
+if(NOT VIT_PYTHON)
+  find_program(VIT_PYTHON python3)
+endif()
+
 # LibTorch. Without an explicit prefix, ask the Python that holds torch where it lives.
 if(NOT Torch_DIR AND NOT CMAKE_PREFIX_PATH)
-  find_program(VIT_PYTHON NAMES python3 HINTS $ENV{HOME}/.cache/vitrain/venv/bin NO_DEFAULT_PATH)
-  if(NOT VIT_PYTHON)
-    find_program(VIT_PYTHON python3)
-  endif()
   execute_process(COMMAND ${VIT_PYTHON} -c "import torch; print(torch.utils.cmake_prefix_path)"
                   OUTPUT_VARIABLE VIT_TORCH_PREFIX OUTPUT_STRIP_TRAILING_WHITESPACE
                   RESULT_VARIABLE VIT_TORCH_RC ERROR_QUIET)
