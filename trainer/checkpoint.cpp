@@ -84,6 +84,11 @@ void CheckpointManager::save(int64_t step, const model::NamedTensors& weights, c
     fs::rename(partial, final_dir);
     fsync_directory(root_);
     write_file_atomic((final_dir / kCommitted).string(), std::to_string(step) + "\n");
+    // checkpoints/latest -> step_N, replaced atomically (what a fine-tune config's init_from names).
+    const fs::path link = fs::path(root_) / "latest", tmp_link = fs::path(root_) / "latest.tmp";
+    fs::remove(tmp_link);
+    fs::create_directory_symlink(final_dir.filename(), tmp_link);
+    fs::rename(tmp_link, link);
     // Keep the newest `keep` committed checkpoints.
     auto all = list_checkpoints(root_);
     for (size_t i = static_cast<size_t>(config_.keep); i < all.size(); ++i) fs::remove_all(all[i]);
@@ -124,6 +129,22 @@ void verify_checkpoint(const std::string& dir) {
     VIT_CHECK(sha256_hex(bytes) == info.at("sha256").as_string(), CheckpointError, "checkpoint '", dir, "': ", name,
               " does not match its sha256 in MANIFEST.json (corrupt)");
   }
+}
+
+std::string resolve_checkpoint_dir(const std::string& path) {
+  VIT_CHECK(fs::exists(path), CheckpointError, "checkpoint '", path,
+            "' does not exist; run the pretraining stage first or fix model.init_from");
+  if (fs::exists(fs::path(path) / kManifest) || fs::exists(fs::path(path) / kCommitted)) return path;
+  // A checkpoints/ root: the newest checkpoint that verifies.
+  for (const auto& dir : list_checkpoints(path)) {
+    try {
+      verify_checkpoint(dir);
+      return dir;
+    } catch (const CheckpointError& e) {
+      log_warn("refusing ", e.what(), "; trying an older checkpoint");
+    }
+  }
+  VIT_THROW(CheckpointError, "'", path, "' holds no committed checkpoint that verifies");
 }
 
 model::NamedTensors read_checkpoint_weights(const std::string& dir) {

@@ -66,6 +66,9 @@ void verify_checkpoint(const std::string& dir);
 // Committed checkpoint directories under `root`, newest first (by step number).
 std::vector<std::string> list_checkpoints(const std::string& root);
 
+// A checkpoint directory itself, or the newest verified one under a checkpoints/ root.
+std::string resolve_checkpoint_dir(const std::string& path);
+
 // Reads model.safetensors of a verified checkpoint directory (the fine-tune stage's init_from).
 model::NamedTensors read_checkpoint_weights(const std::string& dir);
 

@@ -34,7 +34,7 @@ const char* type_name() {
 }
 
 template <typename T>
-Field bind(const std::string& key, T* member) {
+Field field(const std::string& key, T* member) {
   Field f;
   f.key = key;
   f.type_name = type_name<T>();
@@ -69,52 +69,52 @@ std::vector<Field> schema(Config& c) {
   auto& k = c.checkpoint;
   auto& l = c.logging;
   return {
-      bind("run.name", &r.name), bind("run.dir", &r.dir), bind("run.seed", &r.seed), bind("run.device", &r.device),
+      field("run.name", &r.name), field("run.dir", &r.dir), field("run.seed", &r.seed), field("run.device", &r.device),
 
-      bind("model.preset", &m.preset), bind("model.image_size", &m.image_size),
-      bind("model.image_height", &m.image_height), bind("model.image_width", &m.image_width),
-      bind("model.patch_size", &m.patch_size), bind("model.channels", &m.channels), bind("model.width", &m.width),
-      bind("model.depth", &m.depth), bind("model.num_heads", &m.num_heads), bind("model.mlp_dim", &m.mlp_dim),
-      bind("model.num_classes", &m.num_classes), bind("model.head", &m.head), bind("model.dropout", &m.dropout),
-      bind("model.attn_dropout", &m.attn_dropout), bind("model.drop_path", &m.drop_path),
-      bind("model.layer_norm_eps", &m.layer_norm_eps), bind("model.init_from", &m.init_from),
-      bind("model.pos_embed_interpolation", &m.pos_embed_interpolation),
+      field("model.preset", &m.preset), field("model.image_size", &m.image_size),
+      field("model.image_height", &m.image_height), field("model.image_width", &m.image_width),
+      field("model.patch_size", &m.patch_size), field("model.channels", &m.channels), field("model.width", &m.width),
+      field("model.depth", &m.depth), field("model.num_heads", &m.num_heads), field("model.mlp_dim", &m.mlp_dim),
+      field("model.num_classes", &m.num_classes), field("model.head", &m.head), field("model.dropout", &m.dropout),
+      field("model.attn_dropout", &m.attn_dropout), field("model.drop_path", &m.drop_path),
+      field("model.layer_norm_eps", &m.layer_norm_eps), field("model.init_from", &m.init_from),
+      field("model.pos_embed_interpolation", &m.pos_embed_interpolation),
 
-      bind("data.dataset", &d.dataset), bind("data.path", &d.path), bind("data.eval_path", &d.eval_path),
-      bind("data.num_classes", &d.num_classes), bind("data.synthetic_train_size", &d.synthetic_train_size),
-      bind("data.synthetic_eval_size", &d.synthetic_eval_size),
-      bind("data.synthetic_image_size", &d.synthetic_image_size), bind("data.cifar100_labels", &d.cifar100_labels),
-      bind("data.num_workers", &d.num_workers), bind("data.prefetch_batches", &d.prefetch_batches),
-      bind("data.on_corrupt", &d.on_corrupt), bind("data.shuffle_buffer", &d.shuffle_buffer),
-      bind("data.device_resident", &d.device_resident), bind("data.train_crop", &d.train_crop),
-      bind("data.crop_padding", &d.crop_padding), bind("data.rrc_scale", &d.rrc_scale),
-      bind("data.rrc_ratio", &d.rrc_ratio), bind("data.hflip", &d.hflip), bind("data.mixup_alpha", &d.mixup_alpha),
-      bind("data.cutmix_alpha", &d.cutmix_alpha), bind("data.resize_interpolation", &d.resize_interpolation),
-      bind("data.eval_crop_fraction", &d.eval_crop_fraction), bind("data.mean", &d.mean), bind("data.std", &d.std),
+      field("data.dataset", &d.dataset), field("data.path", &d.path), field("data.eval_path", &d.eval_path),
+      field("data.num_classes", &d.num_classes), field("data.synthetic_train_size", &d.synthetic_train_size),
+      field("data.synthetic_eval_size", &d.synthetic_eval_size),
+      field("data.synthetic_image_size", &d.synthetic_image_size), field("data.cifar100_labels", &d.cifar100_labels),
+      field("data.num_workers", &d.num_workers), field("data.prefetch_batches", &d.prefetch_batches),
+      field("data.on_corrupt", &d.on_corrupt), field("data.shuffle_buffer", &d.shuffle_buffer),
+      field("data.device_resident", &d.device_resident), field("data.train_crop", &d.train_crop),
+      field("data.crop_padding", &d.crop_padding), field("data.rrc_scale", &d.rrc_scale),
+      field("data.rrc_ratio", &d.rrc_ratio), field("data.hflip", &d.hflip), field("data.mixup_alpha", &d.mixup_alpha),
+      field("data.cutmix_alpha", &d.cutmix_alpha), field("data.resize_interpolation", &d.resize_interpolation),
+      field("data.eval_crop_fraction", &d.eval_crop_fraction), field("data.mean", &d.mean), field("data.std", &d.std),
 
-      bind("optim.name", &o.name), bind("optim.lr", &o.lr), bind("optim.weight_decay", &o.weight_decay),
-      bind("optim.beta1", &o.beta1), bind("optim.beta2", &o.beta2), bind("optim.eps", &o.eps),
-      bind("optim.momentum", &o.momentum), bind("optim.nesterov", &o.nesterov),
-      bind("optim.clip_grad_norm", &o.clip_grad_norm),
+      field("optim.name", &o.name), field("optim.lr", &o.lr), field("optim.weight_decay", &o.weight_decay),
+      field("optim.beta1", &o.beta1), field("optim.beta2", &o.beta2), field("optim.eps", &o.eps),
+      field("optim.momentum", &o.momentum), field("optim.nesterov", &o.nesterov),
+      field("optim.clip_grad_norm", &o.clip_grad_norm),
 
-      bind("schedule.name", &s.name), bind("schedule.warmup_steps", &s.warmup_steps),
-      bind("schedule.warmup_fraction", &s.warmup_fraction), bind("schedule.min_lr", &s.min_lr),
+      field("schedule.name", &s.name), field("schedule.warmup_steps", &s.warmup_steps),
+      field("schedule.warmup_fraction", &s.warmup_fraction), field("schedule.min_lr", &s.min_lr),
 
-      bind("train.epochs", &t.epochs), bind("train.steps", &t.steps),
-      bind("train.micro_batch_size", &t.micro_batch_size), bind("train.global_batch_size", &t.global_batch_size),
-      bind("train.label_smoothing", &t.label_smoothing), bind("train.precision", &t.precision),
-      bind("train.eval_every_steps", &t.eval_every_steps), bind("train.cuda_graph", &t.cuda_graph),
+      field("train.epochs", &t.epochs), field("train.steps", &t.steps),
+      field("train.micro_batch_size", &t.micro_batch_size), field("train.global_batch_size", &t.global_batch_size),
+      field("train.label_smoothing", &t.label_smoothing), field("train.precision", &t.precision),
+      field("train.eval_every_steps", &t.eval_every_steps), field("train.cuda_graph", &t.cuda_graph),
 
-      bind("distributed.backend", &x.backend), bind("distributed.bucket_mb", &x.bucket_mb),
-      bind("distributed.compress_bf16", &x.compress_bf16), bind("distributed.timeout_s", &x.timeout_s),
-      bind("distributed.check_every_steps", &x.check_every_steps),
-      bind("distributed.on_nonfinite", &x.on_nonfinite),
+      field("distributed.backend", &x.backend), field("distributed.bucket_mb", &x.bucket_mb),
+      field("distributed.compress_bf16", &x.compress_bf16), field("distributed.timeout_s", &x.timeout_s),
+      field("distributed.check_every_steps", &x.check_every_steps),
+      field("distributed.on_nonfinite", &x.on_nonfinite),
 
-      bind("checkpoint.every_steps", &k.every_steps), bind("checkpoint.keep", &k.keep),
-      bind("checkpoint.resume", &k.resume),
+      field("checkpoint.every_steps", &k.every_steps), field("checkpoint.keep", &k.keep),
+      field("checkpoint.resume", &k.resume),
 
-      bind("logging.every_steps", &l.every_steps), bind("logging.tensorboard", &l.tensorboard),
-      bind("logging.progress", &l.progress),
+      field("logging.every_steps", &l.every_steps), field("logging.tensorboard", &l.tensorboard),
+      field("logging.progress", &l.progress),
   };
 }
 

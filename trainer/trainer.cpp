@@ -159,10 +159,11 @@ void Trainer::build_model() {
 }
 
 void Trainer::initialise_from_pretrained() {
-  const std::string& source = config_.model.init_from;
+  std::string source = config_.model.init_from;
   model::NamedTensors weights;
   model::TransferOptions options;
   if (fs::is_directory(source)) {
+    source = resolve_checkpoint_dir(source);
     weights = read_checkpoint_weights(source);
     // The pretraining run's config tells its patch grid (non-square grids need it).
     if (fs::exists(source + "/config.yaml")) {
@@ -180,6 +181,8 @@ void Trainer::initialise_from_pretrained() {
               "': vit_jax .npz files are not readable yet; convert it with timm "
               "(timm.create_model(name, pretrained_cfg_overlay=dict(file=...)) then save_file) to .safetensors");
   } else {
+    VIT_CHECK(fs::exists(source), ConfigError, "model.init_from: '", source,
+              "' does not exist; run the pretraining stage first or fix the path");
     VIT_THROW(ConfigError, "model.init_from: '", source,
               "' is neither a checkpoint directory nor a .safetensors file; check the path");
   }

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs vit-train on this machine with N processes (one per GPU, or CPU ranks without GPUs).
+#   launch/run_local.sh -n 8 --config configs/cifar10/pretrain.yaml [--set key=value ...]
+# Each rank takes the GPU of its local rank; NCCL's NVLink multicast stays off (NCCL_NVLS_ENABLE=0).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+np=1
+if [ "${1:-}" = "-n" ]; then np=$2; shift 2; fi
+bin=${VITRAIN_BIN:-$root/${VITRAIN_BUILD_DIR:-build}/vit-train}
+[ -x "$bin" ] || { echo "run_local: $bin not found; run launch/setup.sh first" >&2; exit 2; }
+export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
+if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+if [ "$np" = 1 ]; then exec "$bin" "$@"; fi
+# --bind-to none: LibTorch and the loader threads manage their own cores.
+exec mpirun -np "$np" --oversubscribe --bind-to none \
+  -x NCCL_NVLS_ENABLE -x NCCL_DEBUG -x NCCL_SOCKET_IFNAME -x NCCL_IB_HCA -x OMP_NUM_THREADS -x PATH -x LD_LIBRARY_PATH \
+  "$bin" "$@"

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Submits both stages: the fine-tune job waits for the pretraining job to succeed.
+#   launch/slurm/submit_pipeline.sh configs/imagenet21k/vit_b16_pretrain.yaml \
+#       configs/imagenet21k/vit_b16_finetune_cifar10_384.yaml
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+pre=$(sbatch --parsable "$here/pretrain.sbatch" "$1")
+echo "pretraining job: $pre"
+ft=$(sbatch --parsable --dependency=afterok:"$pre" "$here/finetune.sbatch" "$2")
+echo "fine-tune job:   $ft (starts after $pre succeeds)"
