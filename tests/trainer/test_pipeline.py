@@ -1,0 +1,48 @@
+"""The quickstart's two stages as a user runs them: pretraining (MLP head, 16 px) on synthetic
+data, then the fine-tune job from its checkpoint at 24 px (linear head, resampled position
+embeddings). Checks accuracy, the transfer log, and every output file of a run."""
+import json
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from vitrun import metrics, run, sets
+
+
+def test_quickstart_pipeline(tmp_path):
+    pre_dir, ft_dir = tmp_path / "pretrain", tmp_path / "finetune"
+    pre = run(["--config", "configs/quickstart.yaml"] + sets([f"run.dir={pre_dir}", "logging.progress=lines"]))
+    pre_summary = json.loads((pre_dir / "summary.json").read_text())
+    assert pre_summary["eval_accuracy"] >= 0.90, pre.stdout
+
+    ft = run(["--config", "configs/quickstart_finetune.yaml"] + sets(
+        [f"run.dir={ft_dir}", f"model.init_from={pre_dir}/checkpoints/latest", "logging.progress=lines"]))
+    log = ft.stdout + ft.stderr
+    assert "resampled pos_embed: grid 4x4 -> 6x6 (bicubic)" in log, log
+    assert "dropped (pretraining head): pre_logits.fc.weight, pre_logits.fc.bias, head.weight, head.bias" in log, log
+    assert "newly initialised (zeros, 10 classes): head.weight, head.bias" in log, log
+    ft_summary = json.loads((ft_dir / "summary.json").read_text())
+    assert ft_summary["eval_accuracy"] >= pre_summary["eval_accuracy"] - 0.01, (pre_summary, ft_summary)
+
+    # Outputs of a run.
+    for name in ["config.yaml", "metrics.jsonl", "summary.json"]:
+        assert (pre_dir / name).exists(), name
+    train = metrics(pre_dir, "train")
+    assert {"split", "step", "epoch", "loss", "lr", "grad_norm", "img_per_s"} <= set(train[0])
+    assert train[-1]["loss"] < train[0]["loss"]
+    evals = metrics(pre_dir, "eval")
+    assert evals and {"split", "step", "loss", "accuracy"} <= set(evals[-1])
+    assert evals[-1]["samples"] == 1024
+    latest = pre_dir / "checkpoints" / "latest"
+    assert latest.is_symlink() and (latest / "COMMITTED").exists()
+    for name in ["model.safetensors", "optimizer.safetensors", "rank_0.json", "config.yaml", "MANIFEST.json"]:
+        assert (latest / name).exists(), name
+
+    # TensorBoard reads the event files.
+    acc = EventAccumulator(str(pre_dir / "tb"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert "train/loss" in tags and "eval/accuracy" in tags
+    loss_events = acc.Scalars("train/loss")
+    assert [e.step for e in loss_events] == [l["step"] for l in train]
+    assert abs(loss_events[-1].value - train[-1]["loss"]) < 1e-5
