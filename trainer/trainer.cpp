@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "model/transfer.h"
+#include "trainer/device_stats.h"
 
 namespace vit::train {
 namespace fs = std::filesystem;
@@ -295,6 +296,7 @@ void Trainer::log_train(double elapsed_s) {
   line["img_per_s_per_rank"] = samples / std::max(elapsed_s, 1e-9) / launch_.world_size;
   line["data_wait"] = train_loader_->wait_fraction();
   line["skipped_steps"] = skipped;
+  if (device_.is_cuda()) line["peak_mem_gb"] = peak_memory_bytes(device_) / (1024.0 * 1024.0 * 1024.0);
   metrics_->train(line);
   train_loader_->reset_wait_stats();
   loss_sum_.zero_();

@@ -1,0 +1,14 @@
+// Device facts for reports: peak GPU memory held by tensors (LibTorch's caching allocator).
+// The CUDA implementation is compiled only when the build has CUDA (device_stats_cuda.cpp);
+// device_stats_cpu.cpp answers 0 otherwise.
+#pragma once
+
+#include <torch/torch.h>
+
+namespace vit::train {
+
+// Peak bytes allocated on `device` since the last reset; 0 for CPU devices.
+double peak_memory_bytes(const torch::Device& device);
+void reset_peak_memory(const torch::Device& device);
+
+}  // namespace vit::train

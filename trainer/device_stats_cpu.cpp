@@ -1,0 +1,8 @@
+#include "trainer/device_stats.h"
+
+namespace vit::train {
+
+double peak_memory_bytes(const torch::Device&) { return 0.0; }
+void reset_peak_memory(const torch::Device&) {}
+
+}  // namespace vit::train
