@@ -1,0 +1,216 @@
+// Replica consistency: parameter broadcast from rank 0, resolved-config comparison (hash, then
+// the first differing key), and the periodic parameter checksum. Every function is a collective
+// whose collectives are unconditional on all ranks up to the point where all ranks agree on
+// the outcome (all throw together or none does).
+#include "distributed/consistency.h"
+
+#include <algorithm>
+#include <map>
+
+#include "core/errors.h"
+#include "core/files.h"
+#include "core/strings.h"
+
+namespace vit::dist {
+namespace {
+
+torch::TensorOptions on(const Communicator& comm, torch::ScalarType type) {
+  return torch::TensorOptions().dtype(type).device(comm.device());
+}
+
+std::vector<torch::Tensor> allgather_cpu(Communicator& comm, const torch::Tensor& input) {
+  std::vector<torch::Tensor> out;
+  comm.allgather(out, input)->wait();
+  for (auto& t : out) t = t.cpu();
+  return out;
+}
+
+// The root's string on every rank (two broadcasts: length, then bytes).
+std::string broadcast_string(Communicator& comm, const std::string& text, int root) {
+  auto length = torch::full({1}, static_cast<int64_t>(text.size()), on(comm, torch::kLong));
+  comm.broadcast(length, {root})->wait();
+  const int64_t n = length.cpu().item<int64_t>();
+  auto bytes = torch::zeros({std::max<int64_t>(n, 1)}, torch::kUInt8);
+  if (comm.rank() == root) std::copy(text.begin(), text.end(), bytes.data_ptr<uint8_t>());
+  bytes = bytes.to(comm.device());
+  comm.broadcast(bytes, {root})->wait();
+  bytes = bytes.cpu();
+  return std::string(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()), n);
+}
+
+// YAML text -> ordered (key path, value) pairs; see first_config_difference.
+std::vector<std::pair<std::string, std::string>> flatten_yaml(const std::string& text) {
+  struct Level {
+    size_t indent;
+    std::string path;
+    bool item;  // a "- " entry, not a key
+  };
+  std::vector<std::pair<std::string, std::string>> out;
+  std::vector<Level> stack;
+  std::map<std::string, int> next_index;  // per parent path: the next sequence index
+  const auto lines = split(text, '\n');
+  for (size_t n = 0; n < lines.size(); ++n) {
+    std::string line = lines[n];
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    const std::string content = trim(line);
+    if (content.empty() || content[0] == '#' || content == "---" || content == "...") continue;
+    size_t indent = line.find_first_not_of(' ');
+    std::string rest = content;
+    for (;;) {  // a "- key: value" line is an item holding a mapping: loop once more
+      const bool item = rest == "-" || starts_with(rest, "- ");
+      while (!stack.empty() &&
+             (stack.back().indent > indent || (stack.back().indent == indent && (!item || stack.back().item)))) {
+        stack.pop_back();
+      }
+      const std::string parent = stack.empty() ? "" : stack.back().path;
+      if (item) {
+        const std::string path = parent + "[" + std::to_string(next_index[parent]++) + "]";
+        const std::string value = trim(rest.substr(1));
+        const size_t colon = value.find(": ");
+        if (value.empty() || value.back() == ':' || (colon != std::string::npos && value[0] != '"' && value[0] != '\'')) {
+          stack.push_back(Level{indent, path, true});
+          next_index[path] = 0;
+          if (value.empty()) break;
+          indent += 2;
+          rest = value;
+          continue;
+        }
+        out.emplace_back(path, value);
+        break;
+      }
+      const size_t colon = rest.back() == ':' ? rest.size() - 1 : rest.find(": ");
+      if (colon == std::string::npos || rest[0] == '"' || rest[0] == '\'') {
+        out.emplace_back("line " + std::to_string(n + 1), rest);
+        break;
+      }
+      const std::string path = (parent.empty() ? "" : parent + ".") + trim(rest.substr(0, colon));
+      const std::string value = colon + 1 < rest.size() ? trim(rest.substr(colon + 1)) : "";
+      if (value.empty()) {
+        stack.push_back(Level{indent, path, false});
+        next_index[path] = 0;
+      } else {
+        out.emplace_back(path, value);
+      }
+      break;
+    }
+  }
+  return out;
+}
+
+// Bits of a tensor as exact integer sums (no floating-point rounding): for each 16-bit piece of
+// every element, the plain sum and a position-weighted sum (catches permutations). 8 values.
+torch::Tensor bit_checksum(const torch::Tensor& param) {
+  auto flat = param.detach().contiguous().view(-1);
+  torch::Tensor bits;
+  switch (flat.element_size()) {
+    case 1: bits = flat.view(torch::kUInt8); break;
+    case 2: bits = flat.view(torch::kShort); break;
+    case 4: bits = flat.view(torch::kInt); break;
+    default: bits = flat.view(torch::kLong); break;
+  }
+  const auto wide = bits.to(torch::kLong);
+  const auto weight = torch::arange(flat.numel(), wide.options()).remainder(1021).add_(1);
+  std::vector<torch::Tensor> sums;
+  for (int64_t shift = 0; shift < 64; shift += 16) {
+    if (shift >= 8 * static_cast<int64_t>(flat.element_size()) && shift > 0) {
+      sums.push_back(torch::zeros({2}, wide.options()));
+      continue;
+    }
+    const auto piece = wide.bitwise_right_shift(shift).bitwise_and(0xFFFF);  // each < 2^16
+    sums.push_back(torch::stack({piece.sum(), piece.mul(weight).sum()}));
+  }
+  return torch::cat(sums);  // [8] int64
+}
+
+}  // namespace
+
+void broadcast_parameters(Communicator& comm, const std::vector<torch::Tensor>& params, int root) {
+  torch::NoGradGuard no_grad;
+  std::map<torch::ScalarType, std::vector<torch::Tensor>> by_type;  // the same map on every rank
+  for (const auto& p : params) by_type[p.scalar_type()].push_back(p);
+  for (auto& [type, group] : by_type) {
+    int64_t total = 0;
+    for (const auto& p : group) total += p.numel();
+    torch::Tensor flat;
+    if (comm.rank() == root) {
+      std::vector<torch::Tensor> pieces;
+      for (const auto& p : group) pieces.push_back(p.detach().reshape({-1}));
+      flat = torch::cat(pieces).to(comm.device());
+    } else {
+      flat = torch::empty({total}, on(comm, type));
+    }
+    comm.broadcast(flat, {root})->wait();
+    if (comm.rank() == root) continue;
+    int64_t offset = 0;
+    for (auto& p : group) {
+      p.detach().copy_(flat.narrow(0, offset, p.numel()).view(p.sizes()));
+      offset += p.numel();
+    }
+  }
+}
+
+ConfigDifference first_config_difference(const std::string& yaml_a, const std::string& yaml_b) {
+  const auto a = flatten_yaml(yaml_a);
+  const auto b = flatten_yaml(yaml_b);
+  std::map<std::string, std::string> map_a(a.begin(), a.end()), map_b(b.begin(), b.end());
+  for (const auto& [key, value] : a) {
+    auto it = map_b.find(key);
+    if (it == map_b.end()) return {key, value, "<missing>"};
+    if (it->second != value) return {key, value, it->second};
+  }
+  for (const auto& [key, value] : b) {
+    if (map_a.count(key) == 0) return {key, "<missing>", value};
+  }
+  return {};
+}
+
+void check_same_config(Communicator& comm, const std::string& resolved_yaml) {
+  const uint64_t hash = fnv1a64(resolved_yaml.data(), resolved_yaml.size());
+  auto mine = torch::full({1}, static_cast<int64_t>(hash), on(comm, torch::kLong));
+  const auto hashes = allgather_cpu(comm, mine);
+  std::vector<int> differing;
+  for (int r = 1; r < comm.world_size(); ++r) {
+    if (hashes[r].item<int64_t>() != hashes[0].item<int64_t>()) differing.push_back(r);
+  }
+  if (differing.empty()) return;
+  // Every rank knows the same `differing`, so these broadcasts happen on all ranks.
+  const int other = differing.front();
+  const std::string text0 = broadcast_string(comm, resolved_yaml, 0);
+  const std::string text_other = broadcast_string(comm, resolved_yaml, other);
+  const auto diff = first_config_difference(text0, text_other);
+  std::vector<std::string> ranks;
+  for (int r : differing) ranks.push_back(std::to_string(r));
+  const std::string where = diff.key.empty()
+                                ? str("the resolved configs of rank 0 and rank ", other, " differ only in formatting")
+                                : str(diff.key, ": rank 0 has ", diff.value_a, ", rank ", other, " has ", diff.value_b);
+  VIT_THROW(ConfigError, where, " (rank(s) ", join(ranks, ", "),
+            " run a resolved config different from rank 0's; every rank must get the same config "
+            "file and the same --set overrides)");
+}
+
+void check_parameters_in_sync(Communicator& comm, const std::vector<torch::Tensor>& params,
+                              int64_t step, const std::vector<std::string>& names) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> sums;
+  for (const auto& p : params) sums.push_back(bit_checksum(p));
+  auto mine = sums.empty() ? torch::zeros({1, 8}, on(comm, torch::kLong)) : torch::stack(sums).to(comm.device());
+  const auto all = allgather_cpu(comm, mine);
+  std::vector<std::string> ranks;
+  int64_t first_param = -1;
+  for (int r = 1; r < comm.world_size(); ++r) {
+    const auto rows_differ = all[r].ne(all[0]).any(/*dim=*/-1);
+    if (!rows_differ.any().item<bool>()) continue;
+    ranks.push_back(std::to_string(r));
+    if (first_param < 0) first_param = rows_differ.nonzero()[0][0].item<int64_t>();
+  }
+  if (ranks.empty()) return;
+  const std::string param = static_cast<size_t>(first_param) < names.size()
+                                ? names[first_param]
+                                : "#" + std::to_string(first_param);
+  VIT_THROW(CommError, "parameter checksum at step ", step, ": rank(s) ", join(ranks, ", "),
+            " hold parameters different from rank 0 (first: ", param, ", of ", params.size(),
+            "); replicas diverged: look for a rank-dependent code path, non-deterministic "
+            "kernels, or a gradient that was not synchronised");
+}
+
+}  // namespace vit::dist
