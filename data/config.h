@@ -18,6 +18,7 @@ struct DataConfig {
   int64_t synthetic_train_size = 8192;
   int64_t synthetic_eval_size = 1024;
   int64_t synthetic_image_size = 32;  // stored resolution of the synthetic images
+  int64_t synthetic_seed = 0;         // the synthetic set itself (fixed across training seeds)
   std::string cifar100_labels = "fine";  // cifar100: fine | coarse
   int64_t num_workers = 4;             // loader threads (host-side datasets)
   int64_t prefetch_batches = 4;        // bounded queue depth

@@ -1,0 +1,62 @@
+// ShardedSampler: which sample indices this rank reads at (epoch, step), in closed form.
+//
+// Note [Sharding and tail rule]
+// Positions in an epoch are numbered p = (step * world_size + rank) * micro_batch_size + j,
+// j in [0, micro_batch_size): step s is one global batch, cut into world_size consecutive
+// micro-batches, one per rank.
+//  - train: p indexes a permutation of 0..N-1 drawn from (seed, epoch). Every rank runs
+//    floor(N / (world_size * micro_batch_size)) steps of full micro-batches; the last
+//    N mod (world_size * micro_batch_size) positions of the permutation are dropped this
+//    epoch (different samples each epoch, because the permutation changes).
+//  - eval: p indexes 0..N-1 in order (no shuffle). Every rank runs
+//    ceil(N / (world_size * micro_batch_size)) steps; positions p >= N are padding (index -1,
+//    mask 0), so across ranks every sample appears exactly once with mask 1.
+// This class knows nothing about files, threads or tensors; it does no I/O.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+namespace vit::data {
+
+struct SamplerOptions {
+  int64_t num_samples = 0;
+  int rank = 0;
+  int world_size = 1;
+  int64_t micro_batch_size = 1;
+  uint64_t seed = 0;
+  bool train = true;  // shuffle + drop tail; false: fixed order + pad
+};
+
+// What the streaming loader asks of a sampler: this rank's sample indices at (epoch, step).
+// ShardedSampler (random-access sets) and ShardPlanner (tar shards) implement it.
+class BatchPlanner {
+ public:
+  virtual ~BatchPlanner() = default;
+  virtual int64_t steps_per_epoch() const = 0;
+  // micro_batch_size indices into the data set; eval padding slots are -1.
+  // `step` must be in [0, steps_per_epoch()). Thread-safe.
+  virtual std::vector<int64_t> indices(int64_t epoch, int64_t step) const = 0;
+};
+
+class ShardedSampler : public BatchPlanner {
+ public:
+  explicit ShardedSampler(const SamplerOptions& options);
+
+  int64_t steps_per_epoch() const override { return steps_per_epoch_; }
+  int64_t num_samples() const { return options_.num_samples; }
+  std::vector<int64_t> indices(int64_t epoch, int64_t step) const override;
+
+  // The permutation used for `epoch` in training (identity for eval). Exposed for tests.
+  std::vector<int64_t> epoch_order(int64_t epoch) const;
+
+ private:
+  SamplerOptions options_;
+  int64_t steps_per_epoch_ = 0;
+  mutable std::mutex mutex_;  // guards the one-epoch cache below
+  mutable int64_t cached_epoch_ = -1;
+  mutable std::vector<int64_t> cached_order_;
+};
+
+}  // namespace vit::data
