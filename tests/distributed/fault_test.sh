@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# A failure test: runs fault_main under mpirun and checks that the whole job ends non-zero,
+# within timeout_s + 10 s, and that the output names the failing rank.
+#   kill: rank 1 SIGKILLs itself; mpirun must tear the job down and name rank 1.
+#   hang: rank 1 sleeps before a collective; rank 0's collective times out after timeout_s,
+#         it names itself and the operation and aborts the job (MPI_Abort).
+# Usage: fault_test.sh MPIEXEC EXE NP MODE TIMEOUT_S
+set -u
+mpiexec=$1 exe=$2 np=$3 mode=$4 timeout_s=$5
+limit=$((timeout_s + 10))
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+start=$(date +%s%N)
+# A hard outer limit so a broken build fails the test instead of hanging CI.
+timeout -s KILL $((limit + 30)) "$mpiexec" --allow-run-as-root --oversubscribe -np "$np" \
+  "$exe" "$mode" "$timeout_s" >"$log" 2>&1
+rc=$?
+elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+elapsed="$((elapsed_ms / 1000)).$(printf %03d $((elapsed_ms % 1000)))"
+cat "$log"
+echo "---- fault_test: mode=$mode np=$np rc=$rc elapsed=${elapsed}s (limit ${limit}s)"
+fail() { echo "FAIL: $*"; exit 1; }
+[ "$rc" -ne 0 ] || fail "the job exited 0"
+[ "$elapsed_ms" -lt $((limit * 1000)) ] || fail "took ${elapsed}s, more than timeout_s + 10 s"
+case "$mode" in
+  kill)
+    grep -Eq "rank 1 .*(exited on signal 9|Killed)|process rank 1 " "$log" || fail "output does not name rank 1 as killed" ;;
+  hang)
+    grep -Eq "CommError on rank 0: MPI allreduce #[0-9]+ .*timed out after ${timeout_s} s on rank 0" "$log" \
+      || fail "output does not name rank 0's timed-out allreduce" ;;
+esac
+echo "PASS"

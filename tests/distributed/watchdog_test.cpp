@@ -1,0 +1,61 @@
+// Watchdog: completed work is dropped; stuck work is reported once, after the timeout and not
+// long after; asynchronous errors are reported.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "distributed/watchdog.h"
+
+namespace vit::dist {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(Watchdog, DropsCompletedWork) {
+  std::atomic<int> failures{0};
+  Watchdog dog(0.2, nullptr, [&](const std::string&) { ++failures; }, 10ms);
+  std::atomic<bool> done{false};
+  dog.track("allreduce #1", [&] { return done.load(); });
+  std::this_thread::sleep_for(50ms);
+  done = true;
+  std::this_thread::sleep_for(400ms);
+  EXPECT_EQ(failures, 0);
+  EXPECT_EQ(dog.num_pending(), 0u);
+}
+
+TEST(Watchdog, ReportsStuckWorkOnceAfterTimeout) {
+  std::atomic<int> failures{0};
+  std::string message;
+  std::atomic<double> reported_after{0.0};
+  const auto start = std::chrono::steady_clock::now();
+  Watchdog dog(0.3, nullptr, [&](const std::string& m) {
+    message = m;
+    reported_after = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    ++failures;
+  }, 10ms);
+  dog.track("allreduce #7 on rank 3", [] { return false; });
+  std::this_thread::sleep_for(800ms);
+  EXPECT_EQ(failures, 1);
+  EXPECT_TRUE(dog.failed());
+  EXPECT_GE(reported_after, 0.3);
+  EXPECT_LT(reported_after, 0.6);
+  EXPECT_NE(message.find("allreduce #7 on rank 3"), std::string::npos) << message;
+}
+
+TEST(Watchdog, ReportsAsyncError) {
+  std::atomic<int> failures{0};
+  std::string message;
+  Watchdog dog(100.0, [] { return std::string("NCCL asynchronous error: remote process exited"); },
+               [&](const std::string& m) {
+                 message = m;
+                 ++failures;
+               }, 10ms);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(failures, 1);
+  EXPECT_NE(message.find("remote process exited"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace vit::dist
