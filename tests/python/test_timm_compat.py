@@ -158,8 +158,7 @@ def test_strict_load_rejects_a_missing_and_an_extra_name(tool, tmp_path):
     ((14, 14), (24, 24), "bicubic"),
     ((12, 12), (8, 8), "bicubic"),   # downsampling: antialiasing matters here
     ((7, 7), (10, 14), "bicubic"),   # non-square target
-    ((8, 8), (12, 12), "bilinear"),
-    ((12, 12), (8, 8), "bilinear"),
+    ((12, 12), (8, 8), "bilinear"),  # upsampling bilinear is the same with or without antialias
 ])
 def test_resample_matches_timm(tool, tmp_path, old, new, mode):
     g = torch.Generator().manual_seed(old[0] * 100 + new[1])
