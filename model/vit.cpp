@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "core/errors.h"
+
 namespace vit::model {
 namespace F = torch::nn::functional;
 
@@ -82,7 +84,8 @@ VisionTransformerImpl::VisionTransformerImpl(const ModelConfig& c) : config_(c) 
   blocks_ = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.depth; ++i) {
     // Stochastic depth rate grows linearly from 0 to drop_path over the blocks.
-    double rate = c.depth > 1 ? c.drop_path * static_cast<double>(i) / (c.depth - 1) : c.drop_path;
+    // (timm: torch.linspace(0, drop_path, depth), which is [0] for a single block.)
+    double rate = c.depth > 1 ? c.drop_path * static_cast<double>(i) / (c.depth - 1) : 0.0;
     blocks_->push_back(Block(c, rate));
   }
   norm_ = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({D}).eps(c.layer_norm_eps)));
@@ -114,6 +117,10 @@ void VisionTransformerImpl::initialise() {
 }
 
 torch::Tensor VisionTransformerImpl::forward_features(const torch::Tensor& images) {
+  VIT_CHECK(images.dim() == 4 && images.size(1) == config_.channels && images.size(2) == config_.height() &&
+                images.size(3) == config_.width_px(),
+            ModelError, "the model expects images [B, ", config_.channels, ", ", config_.height(), ", ",
+            config_.width_px(), "] (model.image_size, model.channels), got ", images.sizes());
   const int64_t B = images.size(0);
   auto x = patch_proj_(images).flatten(2).transpose(1, 2);           // [B, N-1, D]
   x = torch::cat({cls_token_.expand({B, -1, -1}).to(x.dtype()), x}, 1);  // [B, N, D]

@@ -52,8 +52,8 @@ void CheckpointManager::save(int64_t step, const model::NamedTensors& weights, c
   const fs::path final_dir = fs::path(root_) / step_name(step);
   const fs::path partial = fs::path(root_) / (step_name(step) + ".partial");
   if (rank_ == 0) {
-    fs::remove_all(partial);
-    if (fs::exists(final_dir)) fs::remove_all(final_dir);  // a re-run of the same step replaces it
+    remove_tree(partial.string());
+    if (fs::exists(final_dir)) remove_tree(final_dir.string());  // a re-run of the same step replaces it
     fs::create_directories(partial);
   }
   comm.barrier()->wait();
@@ -86,12 +86,12 @@ void CheckpointManager::save(int64_t step, const model::NamedTensors& weights, c
     write_file_atomic((final_dir / kCommitted).string(), std::to_string(step) + "\n");
     // checkpoints/latest -> step_N, replaced atomically (what a fine-tune config's init_from names).
     const fs::path link = fs::path(root_) / "latest", tmp_link = fs::path(root_) / "latest.tmp";
-    fs::remove(tmp_link);
+    remove_tree(tmp_link.string());
     fs::create_directory_symlink(final_dir.filename(), tmp_link);
     fs::rename(tmp_link, link);
     // Keep the newest `keep` committed checkpoints.
     auto all = list_checkpoints(root_);
-    for (size_t i = static_cast<size_t>(config_.keep); i < all.size(); ++i) fs::remove_all(all[i]);
+    for (size_t i = static_cast<size_t>(config_.keep); i < all.size(); ++i) remove_tree(all[i]);
   }
   comm.barrier()->wait();
 }
