@@ -22,6 +22,7 @@
 #include "core/errors.h"
 #include "core/log.h"
 #include "distributed/detail.h"
+#include "distributed/peer_probe.h"
 
 namespace vit::dist {
 namespace {
@@ -58,7 +59,7 @@ class MpiCommunicator;
 
 class MpiWork : public Work {
  public:
-  MpiWork(std::shared_ptr<MpiCommunicator> comm, std::string what, MPI_Request request,
+  MpiWork(std::shared_ptr<MpiCommunicator> comm, std::string what, uint64_t seq, MPI_Request request,
           std::vector<torch::Tensor> keep, std::function<void()> on_done);
   ~MpiWork() override;
   void wait() override;
@@ -68,6 +69,7 @@ class MpiWork : public Work {
   bool test();
   std::shared_ptr<MpiCommunicator> comm_;
   std::string what_;  // "allreduce #12 (sum, 4096 x Float)"
+  uint64_t seq_;      // 12: this communicator's collective count
   MPI_Request request_;
   std::vector<torch::Tensor> keep_;  // alive until MPI is done with the buffers
   std::function<void()> on_done_;    // e.g. divide by world size; runs once
@@ -106,6 +108,7 @@ class MpiCommunicator : public Communicator, public std::enable_shared_from_this
   std::string backend_name() const override { return "mpi"; }
   double timeout_s() const { return timeout_s_; }
   bool broken() const { return broken_; }
+  std::string diagnose(uint64_t seq) { return probe_.diagnose(seq); }
 
   std::shared_ptr<Work> allreduce(torch::Tensor& tensor, const AllreduceOptions& options) override {
     const std::string what = describe("allreduce", tensor, detail::reduce_op_name(options.op));
@@ -160,6 +163,7 @@ class MpiCommunicator : public Communicator, public std::enable_shared_from_this
 
   std::shared_ptr<Work> barrier() override {
     const std::string what = "barrier #" + std::to_string(++seq_);
+    probe_.note_issued(seq_);
     check_usable(what);
     MPI_Request request;
     check(MPI_Ibarrier(comm_, &request), what);
@@ -180,6 +184,7 @@ class MpiCommunicator : public Communicator, public std::enable_shared_from_this
  private:
   std::string describe(const char* op, const torch::Tensor& t, const std::string& extra) {
     std::string text = std::string(op) + " #" + std::to_string(++seq_) + " (";
+    probe_.note_issued(seq_);
     if (!extra.empty()) text += extra + ", ";
     return text + std::to_string(t.numel()) + " x " + std::string(c10::toString(t.scalar_type())) + ")";
   }
@@ -222,7 +227,8 @@ class MpiCommunicator : public Communicator, public std::enable_shared_from_this
   }
   std::shared_ptr<Work> start(const std::string& what, MPI_Request request,
                               std::vector<torch::Tensor> keep, std::function<void()> on_done) {
-    return std::make_shared<MpiWork>(shared_from_this(), what, request, std::move(keep), std::move(on_done));
+    return std::make_shared<MpiWork>(shared_from_this(), what, seq_, request, std::move(keep),
+                                     std::move(on_done));
   }
 
   MPI_Comm comm_ = MPI_COMM_NULL;
@@ -232,13 +238,15 @@ class MpiCommunicator : public Communicator, public std::enable_shared_from_this
   std::string hostname_;
   uint64_t seq_ = 0;
   bool broken_ = false;
+  PeerProbe probe_;  // Note [Naming a hung peer]
   MPI_Op ops16_[2][3];  // [bf16, fp16][sum, max, min]
 };
 
-MpiWork::MpiWork(std::shared_ptr<MpiCommunicator> comm, std::string what, MPI_Request request,
-                 std::vector<torch::Tensor> keep, std::function<void()> on_done)
+MpiWork::MpiWork(std::shared_ptr<MpiCommunicator> comm, std::string what, uint64_t seq,
+                 MPI_Request request, std::vector<torch::Tensor> keep, std::function<void()> on_done)
     : comm_(std::move(comm)),
       what_(std::move(what)),
+      seq_(seq),
       request_(request),
       keep_(std::move(keep)),
       on_done_(std::move(on_done)),
@@ -285,8 +293,7 @@ void MpiWork::wait() {
       done_ = true;
       new std::vector<torch::Tensor>(std::move(keep_));  // MPI may still write into them
       comm_->fail(str("MPI ", what_, " timed out after ", comm_->timeout_s(), " s ", comm_->where(),
-                      " (distributed.timeout_s; a peer hung, died, or called collectives in a "
-                      "different order)"));
+                      " (distributed.timeout_s): ", comm_->diagnose(seq_)));
     }
     if (++polls < 2000) {
       std::this_thread::yield();

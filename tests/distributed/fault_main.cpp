@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
   try {
     train(runtime.info(), mode, timeout_s);
   } catch (const vit::Error& e) {
-    vit::log_error(e.kind(), " on rank ", runtime.info().rank, ": ", e.what(), " [", e.where(), "]");
+    vit::log_error(e.kind(), " on rank ", runtime.info().rank, ": ", e.what());
     vit::dist::Runtime::abort_job(3);
   } catch (const std::exception& e) {
     vit::log_error("error on rank ", runtime.info().rank, ": ", e.what());

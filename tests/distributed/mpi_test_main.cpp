@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
     auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
     delete listeners.Release(listeners.default_result_printer());
   }
-  RUN_ALL_TESTS();
+  const int gtest_rc = RUN_ALL_TESTS();
   bool any_failed = false;
   {
     constexpr int64_t kBytes = 4096;
@@ -57,5 +57,5 @@ int main(int argc, char** argv) {
       if (rank == 0) std::cout << "[  FAILED  ] on rank " << r << ": " << failed << std::endl;
     }
   }
-  return any_failed ? 1 : 0;
+  return any_failed || gtest_rc != 0 ? 1 : 0;
 }
