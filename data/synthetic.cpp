@@ -23,8 +23,10 @@ std::vector<ClassTemplate> make_templates(int64_t num_classes, uint64_t seed) {
   std::vector<ClassTemplate> templates(static_cast<size_t>(num_classes));
   for (int64_t k = 0; k < num_classes; ++k) {
     Rng rng(mix_key({seed, tag(Stream::kSynthetic), 0xC1A55, static_cast<uint64_t>(k)}));
-    // Orientations spread evenly over [0, pi), in a seeded order, jittered by a quarter step.
-    const double theta = kPi * (static_cast<double>(k) + rng.uniform(-0.25, 0.25)) / static_cast<double>(num_classes);
+    // Orientations spread evenly over [0, pi/2), jittered by a quarter step. Not [0, pi): a
+    // horizontal flip maps angle t to pi - t, which would turn one class into another.
+    const double theta =
+        0.5 * kPi * (static_cast<double>(k) + rng.uniform(-0.25, 0.25)) / static_cast<double>(num_classes);
     ClassTemplate& t = templates[k];
     t.cos_t = std::cos(theta);
     t.sin_t = std::sin(theta);

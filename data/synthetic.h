@@ -1,7 +1,8 @@
 // The synthetic data set: no download, deterministic by seed, learnable.
 //
 // Each class k has a template drawn from (seed, k): a sinusoidal grating with its own
-// orientation (classes spread evenly over 180 degrees, jittered), spatial frequency and colour,
+// orientation (classes spread evenly over 90 degrees, jittered, so a
+// horizontal flip never maps one class onto another), spatial frequency and colour,
 // plus a class base colour. Each sample (drawn from (seed, split, index)) shows its class's
 // grating at a random phase (a random shift), random contrast and brightness, a weaker grating
 // of another random class as a distractor, and per-pixel Gaussian noise. Labels are index mod
