@@ -115,6 +115,11 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
   }
 
   ~NcclCommunicator() override {
+    // Let in-flight work finish first (the watchdog still bounds it): destroying a communicator
+    // with a collective stuck on a dead peer would block forever.
+    while (watchdog_->num_pending() > 0 && !watchdog_->failed()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
     watchdog_.reset();
     detail::remove_abort_hook(abort_hook_);
     if (!aborted_.exchange(true)) ncclCommDestroy(comm_);
