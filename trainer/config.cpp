@@ -83,7 +83,8 @@ std::vector<Field> schema(Config& c) {
       field("data.dataset", &d.dataset), field("data.path", &d.path), field("data.eval_path", &d.eval_path),
       field("data.num_classes", &d.num_classes), field("data.synthetic_train_size", &d.synthetic_train_size),
       field("data.synthetic_eval_size", &d.synthetic_eval_size),
-      field("data.synthetic_image_size", &d.synthetic_image_size), field("data.cifar100_labels", &d.cifar100_labels),
+      field("data.synthetic_image_size", &d.synthetic_image_size),
+      field("data.synthetic_seed", &d.synthetic_seed), field("data.cifar100_labels", &d.cifar100_labels),
       field("data.num_workers", &d.num_workers), field("data.prefetch_batches", &d.prefetch_batches),
       field("data.on_corrupt", &d.on_corrupt), field("data.shuffle_buffer", &d.shuffle_buffer),
       field("data.device_resident", &d.device_resident), field("data.train_crop", &d.train_crop),
@@ -207,7 +208,7 @@ std::string origin_of(const Origins& origins, const std::string& key, const std:
 
 // A preset fills the model's shape unless a key is given beside it.
 void apply_preset(const YAML::Node& model_node, model::ModelConfig& m) {
-  if (!model_node || !model_node["preset"]) return;
+  if (!model_node || !model_node["preset"] || model_node["preset"].as<std::string>().empty()) return;
   auto shape = model::preset_shape(model_node["preset"].as<std::string>());
   auto given = [&](const char* key) { return static_cast<bool>(model_node[key]); };
   if (!given("image_size")) m.image_size = shape.image_size;

@@ -88,6 +88,9 @@ int main(int argc, char** argv) {
   } catch (const vit::Error& e) {
     vit::log_error(e.kind(), ": ", e.what());
     code = kExitError;
+  } catch (const c10::Error& e) {
+    vit::log_error("LibTorch error: ", e.what_without_backtrace());
+    code = kExitError;
   } catch (const std::exception& e) {
     vit::log_error("unexpected error: ", e.what());
     code = kExitError;

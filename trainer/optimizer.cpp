@@ -65,7 +65,7 @@ torch::Tensor Optimizer::step(double lr) {
                           config_.beta2, g.weight_decay, config_.eps, false, false, std::nullopt, found_inf_);
       }
       // A skipped step does not count (as torch.optim does with found_inf).
-      torch::_foreach_sub_(g.steps, found_inf_);
+      torch::_foreach_sub_(g.steps, std::vector<torch::Tensor>(g.steps.size(), found_inf_));
     } else {
       if (cpu) {
         at::_fused_sgd_(g.params, g.grads, g.momentum, g.weight_decay, config_.momentum, lr, 0.0, config_.nesterov,

@@ -11,6 +11,7 @@
 #include "core/files.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "distributed/consistency.h"
 #include "model/transfer.h"
 #include "trainer/device_stats.h"
 
@@ -200,16 +201,23 @@ Json Trainer::rank_state() const {
   s["step"] = step_;
   s["rank"] = launch_.rank;
   s["train_loader"] = train_loader_->position().to_json();
-  s["cpu_rng"] = to_hex(torch::globalContext().defaultGenerator(torch::kCPU).get_state());
-  if (device_.is_cuda()) s["cuda_rng"] = to_hex(torch::globalContext().defaultGenerator(device_).get_state());
+  at::Generator cpu = torch::globalContext().defaultGenerator(torch::kCPU);  // a handle to the global one
+  s["cpu_rng"] = to_hex(cpu.get_state());
+  if (device_.is_cuda()) {
+    at::Generator gpu = torch::globalContext().defaultGenerator(device_);
+    s["cuda_rng"] = to_hex(gpu.get_state());
+  }
   return s;
 }
 
 void Trainer::restore_rank_state(const Json& s) {
   train_loader_->seek(data::LoaderPosition::from_json(s.at("train_loader")));
-  torch::globalContext().defaultGenerator(torch::kCPU).set_state(from_hex(s.at("cpu_rng").as_string()));
-  if (device_.is_cuda() && s.find("cuda_rng"))
-    torch::globalContext().defaultGenerator(device_).set_state(from_hex(s.at("cuda_rng").as_string()));
+  at::Generator cpu = torch::globalContext().defaultGenerator(torch::kCPU);
+  cpu.set_state(from_hex(s.at("cpu_rng").as_string()));
+  if (device_.is_cuda() && s.find("cuda_rng")) {
+    at::Generator gpu = torch::globalContext().defaultGenerator(device_);
+    gpu.set_state(from_hex(s.at("cuda_rng").as_string()));
+  }
 }
 
 bool Trainer::resume() {
