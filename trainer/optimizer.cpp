@@ -12,7 +12,9 @@ bool is_no_decay(const std::string& name) {
          name == "pos_embed";
 }
 
-Optimizer::Optimizer(const OptimConfig& config, const model::NamedTensors& params) : config_(config) {
+Optimizer::Optimizer(const OptimConfig& config, const model::NamedTensors& params,
+                     std::vector<torch::Tensor> flat_grads)
+    : config_(config) {
   VIT_CHECK(!params.empty(), ConfigError, "optimizer: the model has no parameters");
   groups_.resize(2);
   groups_[0].weight_decay = config.weight_decay;
@@ -24,7 +26,7 @@ Optimizer::Optimizer(const OptimConfig& config, const model::NamedTensors& param
     g.names.push_back(name);
     g.params.push_back(p);
     g.grads.push_back(p.grad());
-    all_grads_.push_back(p.grad());
+    if (flat_grads.empty()) all_grads_.push_back(p.grad());
     if (config.name == "adamw") {
       g.exp_avgs.push_back(torch::zeros_like(p));
       g.exp_avg_sqs.push_back(torch::zeros_like(p));
@@ -33,13 +35,20 @@ Optimizer::Optimizer(const OptimConfig& config, const model::NamedTensors& param
       g.momentum.push_back(torch::zeros_like(p));
     }
   }
+  for (auto& g : flat_grads) all_grads_.push_back(g);
   auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
   lr_ = torch::zeros({}, f32);
   found_inf_ = torch::zeros({}, f32);
   skipped_ = torch::zeros({}, torch::TensorOptions().dtype(torch::kInt64).device(device));
 }
 
-torch::Tensor Optimizer::step(double lr) {
+void Optimizer::set_lr(double lr) {
+  lr_value_ = lr;
+  lr_.fill_(lr);
+}
+
+torch::Tensor Optimizer::step() {
+  const double lr = lr_value_;
   torch::NoGradGuard no_grad;
   // Global norm over every gradient, computed on the device.
   auto norms = torch::_foreach_norm(all_grads_, 2);
@@ -52,7 +61,6 @@ torch::Tensor Optimizer::step(double lr) {
     torch::_foreach_mul_(all_grads_, coef);
   }
   const bool cpu = lr_.device().is_cpu();
-  lr_.fill_(lr);
   for (auto& g : groups_) {
     if (g.params.empty()) continue;
     if (config_.name == "adamw") {

@@ -17,12 +17,17 @@ namespace vit::train {
 class Optimizer {
  public:
   // `params` with their names; each param's .grad() must already be defined (the gradient
-  // synchroniser makes them views into its buckets) and stay the same tensor.
-  Optimizer(const OptimConfig& config, const model::NamedTensors& params);
+  // synchroniser makes them views into its buckets) and stay the same tensor. `flat_grads`,
+  // when given, are buffers that hold every gradient and zeros elsewhere (the buckets): the
+  // norm and the clipping then run over a few large tensors instead of one per parameter.
+  Optimizer(const OptimConfig& config, const model::NamedTensors& params,
+            std::vector<torch::Tensor> flat_grads = {});
 
-  // Clips (when configured) and updates with learning rate `lr`. Returns the global gradient
-  // norm before clipping as a 0-dim float tensor on the parameters' device.
-  torch::Tensor step(double lr);
+  // The learning rate of the next step(): written into a device tensor, outside any CUDA graph.
+  void set_lr(double lr);
+  // Clips (when configured) and updates. Returns the global gradient norm before clipping as a
+  // 0-dim float tensor on the parameters' device. No host synchronisation: capturable.
+  torch::Tensor step();
 
   torch::Tensor skipped_steps() const { return skipped_; }  // int64 0-dim, on the device
 
@@ -38,7 +43,8 @@ class Optimizer {
   };
   OptimConfig config_;
   std::vector<Group> groups_;
-  std::vector<torch::Tensor> all_grads_;
+  std::vector<torch::Tensor> all_grads_;   // what norm and clipping run over
+  double lr_value_ = 0.0;
   torch::Tensor lr_;        // 0-dim float on the device (CUDA: graph-safe learning rate)
   torch::Tensor found_inf_;  // 0-dim float: 1 when the gradient norm is not finite
   torch::Tensor skipped_;

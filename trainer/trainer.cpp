@@ -14,6 +14,7 @@
 #include "distributed/consistency.h"
 #include "model/transfer.h"
 #include "trainer/device_stats.h"
+#include "trainer/step_graph.h"
 
 namespace vit::train {
 namespace fs = std::filesystem;
@@ -129,6 +130,17 @@ Trainer::Trainer(const Config& config, const dist::LaunchInfo& launch) : config_
   sample_count_ = torch::zeros({}, f32);
   grad_norm_ = torch::zeros({}, f32);
 
+  if (config_.train.cuda_graph) {
+    VIT_CHECK(device_.is_cuda(), ConfigError, "train.cuda_graph: needs a GPU; this rank trains on ", device_.str(),
+              "; set train.cuda_graph: false");
+    VIT_CHECK(accumulation_ == 1, ConfigError,
+              "train.cuda_graph: gradient accumulation is not captured; set train.global_batch_size to "
+              "micro_batch_size x world size or turn the graph off");
+    VIT_CHECK(launch_.world_size == 1, ConfigError,
+              "train.cuda_graph: captured all-reduce is not supported yet; use it on one GPU per job");
+    // Cached autocast casts would be freed when the autocast region ends, under the graph's feet.
+    at::autocast::set_autocast_cache_enabled(false);
+  }
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGUSR1, on_stop_signal);
 }
@@ -143,7 +155,7 @@ void Trainer::build_model() {
 
   // Gradients as views into communication buckets; the optimiser holds the same views.
   grad_sync_ = std::make_unique<dist::GradSync>(params_, comm_, config_.distributed);
-  optimizer_ = std::make_unique<Optimizer>(config_.optim, params_);
+  optimizer_ = std::make_unique<Optimizer>(config_.optim, params_, grad_sync_->bucket_buffers());
 
   // Dropout and stochastic depth draw from per-rank streams.
   torch::manual_seed(config_.run.seed + 1000003ULL * static_cast<uint64_t>(launch_.rank + 1));
@@ -257,32 +269,74 @@ torch::Tensor Trainer::compute_loss(const torch::Tensor& logits, const data::Bat
   return nll.mean();
 }
 
+void Trainer::forward_backward(const data::Batch& batch, double loss_scale) {
+  torch::Tensor loss;
+  {
+    AutocastGuard autocast(bf16_);
+    auto logits = model_->forward(batch.images);
+    loss = compute_loss(logits, batch);
+  }
+  (loss_scale == 1.0 ? loss : loss * loss_scale).backward();
+  const double batch_size = static_cast<double>(batch.images.size(0));
+  loss_sum_.add_(loss.detach() * batch_size);
+  sample_count_.add_(batch_size);
+}
+
+void Trainer::optimise() {
+  grad_sync_->finish();             // averaged gradients, identical on every rank
+  grad_norm_ = optimizer_->step();  // clip + fused update, skipped on device if not finite
+  grad_sync_->zero_grad();
+}
+
 void Trainer::train_step() {
   model_->train();
-  for (int64_t micro = 0; micro < accumulation_; ++micro) {
-    // 1. sample
-    data::Batch batch = train_loader_->next();
-    // 2. forward
-    grad_sync_->set_sync(micro == accumulation_ - 1);  // communicate on the last micro-batch only
-    torch::Tensor loss;
-    {
-      AutocastGuard autocast(bf16_);
-      auto logits = model_->forward(batch.images);
-      loss = compute_loss(logits, batch);
-    }
-    // 3. backward: buckets all-reduce from autograd hooks as their gradients land
-    (loss / static_cast<double>(accumulation_)).backward();
-    const double batch_size = static_cast<double>(batch.images.size(0));
-    loss_sum_.add_(loss.detach() * batch_size);
-    sample_count_.add_(batch_size);
-  }
-  // 4. finish: averaged gradients, identical on every rank
-  grad_sync_->finish();
-  // 5. optimise
   lr_ = schedule_->at(step_);
-  grad_norm_ = optimizer_->step(lr_);
-  grad_sync_->zero_grad();
+  optimizer_->set_lr(lr_);
+  if (config_.train.cuda_graph) {
+    graph_step();
+  } else {
+    for (int64_t micro = 0; micro < accumulation_; ++micro) {
+      data::Batch batch = train_loader_->next();         // 1. sample
+      grad_sync_->set_sync(micro == accumulation_ - 1);  // communicate on the last micro-batch only
+      // 2-3. forward, backward: buckets all-reduce from autograd hooks as their gradients land
+      forward_backward(batch, 1.0 / static_cast<double>(accumulation_));
+    }
+    optimise();  // 4-5. finish, clip, update
+  }
   ++step_;
+}
+
+void Trainer::graph_step() {
+  // The graph reads its inputs from static tensors: refill them, then replay.
+  data::Batch batch = train_loader_->next();
+  if (!static_batch_.images.defined()) {
+    static_batch_.images = torch::empty_like(batch.images);
+    static_batch_.labels = torch::empty_like(batch.labels);
+    static_batch_.targets = torch::empty({batch.labels.size(0), config_.model.num_classes},
+                                         batch.images.options().dtype(torch::kFloat32));
+  }
+  static_batch_.images.copy_(batch.images);
+  static_batch_.labels.copy_(batch.labels);
+  // Always soft targets, so mixed and unmixed batches run the same graph (same loss value).
+  if (batch.targets.defined()) {
+    static_batch_.targets.copy_(batch.targets);
+  } else {
+    static_batch_.targets.zero_().scatter_(1, batch.labels.unsqueeze(1), 1.0);
+  }
+  auto body = [this] {
+    forward_backward(static_batch_, 1.0);
+    optimise();
+  };
+  if (graph_) {
+    graph_->replay();
+  } else if (graph_warmup_steps_ < kGraphWarmupSteps) {
+    body();  // eager warm-up steps are real training steps
+    ++graph_warmup_steps_;
+  } else {
+    graph_ = capture_step_graph(body, device_);
+    graph_->replay();
+    metrics_->message(str("captured the training step as a CUDA graph at step ", step_ + 1));
+  }
 }
 
 void Trainer::log_train(double elapsed_s) {

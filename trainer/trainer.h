@@ -29,6 +29,7 @@
 #include "trainer/metrics.h"
 #include "trainer/optimizer.h"
 #include "trainer/schedule.h"
+#include "trainer/step_graph.h"
 
 namespace vit::train {
 
@@ -64,6 +65,9 @@ class Trainer {
   void initialise_from_pretrained();
   bool resume();
   void train_step();
+  void forward_backward(const data::Batch& batch, double loss_scale);
+  void optimise();
+  void graph_step();
   void log_train(double elapsed_s);
   void save_checkpoint();
   Json rank_state() const;
@@ -97,6 +101,11 @@ class Trainer {
   // Device-side accumulators since the last log line.
   torch::Tensor loss_sum_, sample_count_, grad_norm_;
   int64_t last_log_step_ = 0;
+  // train.cuda_graph: static inputs, the captured step, eager steps before capture.
+  static constexpr int kGraphWarmupSteps = 3;
+  data::Batch static_batch_;
+  std::unique_ptr<StepGraph> graph_;
+  int graph_warmup_steps_ = 0;
 };
 
 }  // namespace vit::train

@@ -1,0 +1,44 @@
+#include <ATen/cuda/CUDAEvent.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "core/errors.h"
+#include "trainer/step_graph.h"
+
+namespace vit::train {
+namespace {
+
+class CudaStepGraph : public StepGraph {
+ public:
+  CudaStepGraph(const std::function<void()>& step, const torch::Device& device) {
+    VIT_CHECK(device.is_cuda(), ConfigError, "train.cuda_graph: needs a GPU (run.device is ", device.str(), ")");
+    c10::cuda::CUDAGuard device_guard(device);
+    auto current = c10::cuda::getCurrentCUDAStream(device.index());
+    auto side = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
+    at::cuda::CUDAEvent before, after;
+    before.record(current);  // capture sees every tensor the eager warm-up produced
+    before.block(side);
+    {
+      c10::cuda::CUDAStreamGuard stream_guard(side);
+      graph_.capture_begin();
+      step();
+      graph_.capture_end();
+    }
+    after.record(side);
+    after.block(current);
+  }
+
+  void replay() override { graph_.replay(); }
+
+ private:
+  at::cuda::CUDAGraph graph_;
+};
+
+}  // namespace
+
+std::unique_ptr<StepGraph> capture_step_graph(const std::function<void()>& step, const torch::Device& device) {
+  return std::make_unique<CudaStepGraph>(step, device);
+}
+
+}  // namespace vit::train
