@@ -87,7 +87,7 @@ def main():
         flops = mine[0][1]
         candidates = [m[0] for m in mine if m[0] is not None]
         ours = max(candidates, key=lambda r: r["img_per_s"]) if candidates else None
-        refs = [pytorch(shape, m, a.gpus) for m in a.modes.split(",")]
+        refs = [pytorch(shape, m, a.gpus) for m in a.modes.split(",") if m != "none"]
         for r in [m[0] for m in mine] + refs:
             if r is None:
                 continue
