@@ -115,7 +115,7 @@ std::vector<Field> schema(Config& c) {
       field("checkpoint.resume", &k.resume),
 
       field("logging.every_steps", &l.every_steps), field("logging.tensorboard", &l.tensorboard),
-      field("logging.progress", &l.progress),
+      field("logging.progress", &l.progress), field("logging.profile_step", &l.profile_step),
   };
 }
 
@@ -328,6 +328,7 @@ void validate_for_world(const Config& c, int world_size) {
             "schedule.min_lr: must be in [0, optim.lr]");
   VIT_CHECK(c.checkpoint.keep >= 1, ConfigError, "checkpoint.keep: must be >= 1");
   VIT_CHECK(c.checkpoint.every_steps >= 0, ConfigError, "checkpoint.every_steps: must be >= 0 (0 = at the end only)");
+  VIT_CHECK(c.logging.profile_step >= 0, ConfigError, "logging.profile_step: must be >= 0 (0 = off)");
   VIT_CHECK(c.logging.every_steps > 0, ConfigError, "logging.every_steps: must be positive");
   VIT_CHECK(c.logging.progress == "auto" || c.logging.progress == "bar" || c.logging.progress == "lines", ConfigError,
             "logging.progress: must be auto, bar or lines");

@@ -68,6 +68,7 @@ struct LoggingConfig {
   int64_t every_steps = 50;
   bool tensorboard = true;
   std::string progress = "auto";  // auto (bar on a terminal, lines otherwise) | bar | lines
+  int64_t profile_step = 0;       // > 0: profile 5 steps from this one (trace + top kernels)
 };
 
 struct Config {

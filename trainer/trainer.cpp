@@ -124,6 +124,7 @@ Trainer::Trainer(const Config& config, const dist::LaunchInfo& launch) : config_
   checkpoints_ = std::make_unique<CheckpointManager>(config_.run.dir, config_.checkpoint, launch_.rank,
                                                      launch_.world_size);
   metrics_ = std::make_unique<MetricsLog>(config_.run.dir, config_.logging, rank0, total_steps_);
+  profiler_ = std::make_unique<StepProfiler>(config_.run.dir, config_.logging.profile_step, launch_.rank, device_);
 
   auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device_);
   loss_sum_ = torch::zeros({}, f32);
@@ -436,7 +437,9 @@ RunSummary Trainer::fit() {
   auto t_log = t0;
   train_loader_->reset_wait_stats();
   while (step_ < total_steps_) {
+    profiler_->before_step(step_ + 1);
     train_step();
+    profiler_->after_step(step_);
     if (step_ % log_every == 0 || step_ == total_steps_) {
       log_train(seconds_since(t_log));
       t_log = std::chrono::steady_clock::now();

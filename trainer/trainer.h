@@ -28,6 +28,7 @@
 #include "trainer/config.h"
 #include "trainer/metrics.h"
 #include "trainer/optimizer.h"
+#include "trainer/profiler.h"
 #include "trainer/schedule.h"
 #include "trainer/step_graph.h"
 
@@ -92,6 +93,7 @@ class Trainer {
   std::unique_ptr<data::Loader> eval_loader_;
   std::unique_ptr<CheckpointManager> checkpoints_;
   std::unique_ptr<MetricsLog> metrics_;
+  std::unique_ptr<StepProfiler> profiler_;
 
   int64_t step_ = 0;  // optimiser steps done
   int64_t total_steps_ = 0;

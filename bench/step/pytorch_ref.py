@@ -32,6 +32,7 @@ def main():
     p.add_argument("--mode", choices=["eager", "compile"], default="eager")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--warmup", type=int, default=15)
+    p.add_argument("--profile", action="store_true", help="print the top GPU kernels of 5 profiled steps")
     a = p.parse_args()
     image, patch, width, depth, heads, mlp, batch, classes = SHAPES[a.shape]
 
@@ -72,6 +73,8 @@ def main():
     for _ in range(a.warmup):
         step()
     torch.cuda.synchronize()
+    if a.profile and rank == 0:
+        profile(step)
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(a.steps):
@@ -85,6 +88,28 @@ def main():
                           "gpu": torch.cuda.get_device_name()}), flush=True)
     if world > 1:
         torch.distributed.destroy_process_group()
+
+
+def profile(step, steps=5):
+    """Top GPU kernels over `steps` steps, in the format of vit-train's logging.profile_step."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    wall_us = (time.perf_counter() - t0) * 1e6
+    by_name = {}
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            t, n = by_name.get(e.name, (0.0, 0))
+            by_name[e.name] = (t + e.device_time, n + 1)
+    gpu_us = sum(t for t, _ in by_name.values())
+    print(f"profile: wall per step {wall_us / steps / 1000:.1f} ms, GPU busy {100 * gpu_us / wall_us:.0f}%, "
+          f"{sum(n for _, n in by_name.values()) // steps} GPU activities per step")
+    for name, (t, n) in sorted(by_name.items(), key=lambda kv: -kv[1][0])[:20]:
+        print(f"  {100 * t / gpu_us:.1f}% {t / steps / 1000:.2f} ms/step x{n // steps}  {name[:110]}")
 
 
 if __name__ == "__main__":

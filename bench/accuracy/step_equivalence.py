@@ -1,0 +1,68 @@
+"""Replays vitrain's first training steps in PyTorch + timm from the same weights and batches.
+
+vitrain runs (augmentation, mixing and drop path off, constant lr, linear head, fp32 CPU):
+  INIT: train.steps=1, optim.lr=1e-30 (the initial weights, to 1e-30)
+  RUN:  train.steps=3, checkpoint.every_steps=1 (weights after steps 1, 2, 3)
+and aug_dump (same batch size, mixup 0 cutmix 0) gives the sampler's ids and source images.
+Here: timm VisionTransformer loads INIT, takes the same batches (normalised as vitrain), label
+smoothing 0.1, clip 1, AdamW (torch, fused) with timm's no-decay groups, and the per-tensor
+max |diff| to vitrain's weights after each step is printed. See README.md for the commands.
+
+    python bench/accuracy/step_equivalence.py INIT_CKPT RUN_DIR DUMP_DIR --batch 32 --width 128 --depth 4 --heads 4 --mlp 256
+"""
+import argparse
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from timm.models.vision_transformer import VisionTransformer
+from timm.optim import param_groups_weight_decay
+
+MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("init")
+    p.add_argument("run")
+    p.add_argument("dump")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--mlp", type=int, default=256)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--lr", type=float, default=1e-3)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    model = VisionTransformer(img_size=32, patch_size=4, embed_dim=a.width, depth=a.depth, num_heads=a.heads,
+                              mlp_ratio=a.mlp / a.width, num_classes=10, drop_path_rate=0.0)
+    w0 = load_file(os.path.join(a.init, "model.safetensors"))
+    missing, unexpected = model.load_state_dict(w0, strict=True), None
+    groups = param_groups_weight_decay(model, 0.05, no_weight_decay_list=model.no_weight_decay())
+    opt = torch.optim.AdamW(groups, lr=a.lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
+    model.train()
+    B = a.batch
+    for s in range(a.steps):
+        raw = np.fromfile(os.path.join(a.dump, f"step{s}_raw.u8"), np.uint8).reshape(B, 3, 32, 32)
+        labels = torch.from_numpy(np.fromfile(os.path.join(a.dump, f"step{s}_labels.i64"), np.int64))
+        x = (torch.from_numpy(raw).float() / 255 - MEAN) / STD
+        loss = F.cross_entropy(model(x), labels, label_smoothing=0.1)
+        opt.zero_grad()
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ref = load_file(os.path.join(a.run, "checkpoints", f"step_{s + 1:08d}", "model.safetensors"))
+        diffs = {n: float((p.detach() - ref[n]).abs().max()) for n, p in model.named_parameters()}
+        moved = {n: float((p.detach() - w0[n]).abs().max()) for n, p in model.named_parameters()}
+        worst = max(diffs, key=diffs.get)
+        print(f"step {s + 1}: loss {loss.item():.5f} grad_norm {norm.item():.4f}; max |timm - vitrain| "
+              f"{diffs[worst]:.2e} ({worst}); update size max {max(moved.values()):.2e}, "
+              f"min over tensors {min(moved.values()):.2e}")
+
+
+if __name__ == "__main__":
+    main()
