@@ -7,6 +7,16 @@
 namespace vit::model {
 namespace F = torch::nn::functional;
 
+namespace {
+// ATen's linear, not the C++ frontend's Linear::forward: that one runs matmul + a separate bias
+// add for 3-D inputs, which loses cuBLASLt's fused bias epilogue and yields strided weight
+// gradients (slow to accumulate). at::linear flattens contiguous [B, N, D] inputs into addmm,
+// exactly as PyTorch's nn.Linear does.
+torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x) {
+  return at::linear(x, layer->weight, layer->bias);
+}
+}  // namespace
+
 void trunc_normal_(torch::Tensor& t, double std, double lo, double hi) {
   // Inverse-CDF sampling, as PyTorch's trunc_normal_: uniform in [cdf(lo), cdf(hi)], then erfinv.
   torch::NoGradGuard no_grad;
@@ -25,13 +35,13 @@ AttentionImpl::AttentionImpl(int64_t width, int64_t num_heads, double attn_dropo
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
   const int64_t B = x.size(0), N = x.size(1), D = x.size(2), Dh = D / num_heads_;
-  auto qkv = qkv_(x).view({B, N, 3, num_heads_, Dh}).permute({2, 0, 3, 1, 4});  // [3, B, H, N, Dh]
+  auto qkv = linear(qkv_, x).view({B, N, 3, num_heads_, Dh}).permute({2, 0, 3, 1, 4});  // [3, B, H, N, Dh]
   auto q = qkv[0], k = qkv[1], v = qkv[2];
   // Fused attention (flash / memory-efficient kernels on GPU; math on CPU).
   auto out = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{},
                                               is_training() ? attn_dropout_ : 0.0);  // [B, H, N, Dh]
   out = out.transpose(1, 2).reshape({B, N, D});
-  return proj_drop_(proj_(out));
+  return proj_drop_(linear(proj_, out));
 }
 
 // ---- MLP ----
@@ -42,7 +52,7 @@ MlpImpl::MlpImpl(int64_t width, int64_t mlp_dim, double dropout) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  return drop_(fc2_(drop_(F::gelu(fc1_(x)))));  // exact (erf) GELU, as timm's nn.GELU
+  return drop_(linear(fc2_, drop_(F::gelu(linear(fc1_, x)))));  // exact (erf) GELU, as timm's nn.GELU
 }
 
 // ---- Block ----
@@ -131,8 +141,8 @@ torch::Tensor VisionTransformerImpl::forward_features(const torch::Tensor& image
 
 torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& images) {
   auto cls = forward_features(images).select(1, 0);  // [B, D], the [CLS] token
-  if (pre_logits_fc_) cls = torch::tanh(pre_logits_fc_(cls));
-  return head_(cls);  // [B, K]
+  if (pre_logits_fc_) cls = torch::tanh(linear(pre_logits_fc_, cls));
+  return linear(head_, cls);  // [B, K]
 }
 
 }  // namespace vit::model
