@@ -50,6 +50,9 @@ else
   PYTHON=$(command -v python3)
 fi
 
+# ccache across clones: paths relative to the source root, and precompiled headers allowed.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
+export CCACHE_SLOPPINESS=${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_file_mtime,include_file_ctime}
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" \
       -DVIT_PYTHON="$PYTHON" ${VITRAIN_CMAKE_ARGS:-} >/dev/null
 cmake --build "$BUILD_DIR"
