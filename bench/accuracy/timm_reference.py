@@ -224,7 +224,6 @@ def main():
     acc = loss = None
     for epoch in range(a.epochs):
         perm = torch.randperm(n, device=dev, generator=gen)
-        loss_sum = 0.0
         for s in range(steps_per_epoch):
             idx = perm[s * a.batch:(s + 1) * a.batch]
             x = normalise(pad_crop_flip(xtr[idx], a.pad, gen=gen))
@@ -242,7 +241,6 @@ def main():
                 torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip)
             opt.step()
             step += 1
-            loss_sum += l.item() if (s % 10 == 0 or s == steps_per_epoch - 1) else 0.0
         if (epoch + 1) % a.eval_every == 0 or epoch + 1 == a.epochs:
             acc, loss = evaluate()
             print(json.dumps({"epoch": epoch + 1, "step": step, "accuracy": round(acc, 4), "loss": round(loss, 4),

@@ -15,5 +15,5 @@ for g in $gpus_list; do
 done
 g=$(echo $gpus_list | awk '{print $NF}')
 echo "== overlap, $g GPUs, vit_b16: one bucket (communication after backward)"
-python3 bench/step/run.py --gpus "$g" --shapes vit_b16 --modes none --graph off --set distributed.bucket_mb=100000 \
+python3 bench/step/run.py --gpus "$g" --shapes vit_b16 --modes none --graph off --set distributed.bucket_mb=4096 \
   --json "$out/no_overlap_$g.json"
