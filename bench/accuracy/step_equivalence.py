@@ -3,18 +3,19 @@
 vitrain runs (augmentation, mixing and drop path off, constant lr, linear head, fp32 CPU):
   INIT: train.steps=1, optim.lr=1e-30 (the initial weights, to 1e-30)
   RUN:  train.steps=3, checkpoint.every_steps=1 (weights after steps 1, 2, 3)
-and aug_dump (same batch size, mixup 0 cutmix 0) gives the sampler's ids and source images.
-Here: timm VisionTransformer loads INIT, takes the same batches (normalised as vitrain), label
+The batches are recomputed here from data/random.h's sampler (splitmix64 Fisher-Yates keyed by
+(seed, shuffle tag, epoch)) over the sorted ImageFolder, decoded with PIL. Here: timm VisionTransformer loads INIT, takes the same batches (normalised as vitrain), label
 smoothing 0.1, clip 1, AdamW (torch, fused) with timm's no-decay groups, and the per-tensor
 max |diff| to vitrain's weights after each step is printed. See README.md for the commands.
 
-    python bench/accuracy/step_equivalence.py INIT_CKPT RUN_DIR DUMP_DIR --batch 32 --width 128 --depth 4 --heads 4 --mlp 256
+    python bench/accuracy/step_equivalence.py INIT_CKPT RUN_DIR TRAIN_DIR --batch 32 --width 128 --depth 4 --heads 4 --mlp 256
 """
 import argparse
 import os
 
 import numpy as np
 import torch
+from PIL import Image
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer
@@ -24,11 +25,51 @@ MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
 STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
 
 
+M64 = (1 << 64) - 1
+
+
+def splitmix64(x):
+    x = (x + 0x9E3779B97F4A7C15) & M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & M64
+    return x ^ (x >> 31)
+
+
+def mix_key(parts):
+    h = 0x243F6A8885A308D3
+    for p in parts:
+        h = splitmix64(h ^ splitmix64(p))
+    return h
+
+
+def permutation(n, key):
+    """data/random.h permutation(): Fisher-Yates with Lemire's below()."""
+    p = list(range(n))
+    state = key
+    for i in range(n - 1, 0, -1):
+        r = splitmix64(state)
+        state = (state + 1) & M64
+        j = (r * (i + 1)) >> 64
+        p[i], p[j] = p[j], p[i]
+    return p
+
+
+def folder(root):
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    files, labels = [], []
+    for k, c in enumerate(classes):
+        names = sorted(f for f in os.listdir(os.path.join(root, c)) if f.lower().endswith((".jpg", ".jpeg")))
+        files += [os.path.join(root, c, f) for f in names]
+        labels += [k] * len(names)
+    return files, labels
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("init")
     p.add_argument("run")
-    p.add_argument("dump")
+    p.add_argument("train_dir")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--depth", type=int, default=4)
@@ -36,19 +77,23 @@ def main():
     p.add_argument("--mlp", type=int, default=256)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--wd", type=float, default=0.05, help="vitrain's optim.weight_decay (a large one makes the decay groups visible)")
     a = p.parse_args()
     torch.set_num_threads(1)
     model = VisionTransformer(img_size=32, patch_size=4, embed_dim=a.width, depth=a.depth, num_heads=a.heads,
                               mlp_ratio=a.mlp / a.width, num_classes=10, drop_path_rate=0.0)
     w0 = load_file(os.path.join(a.init, "model.safetensors"))
-    missing, unexpected = model.load_state_dict(w0, strict=True), None
-    groups = param_groups_weight_decay(model, 0.05, no_weight_decay_list=model.no_weight_decay())
+    model.load_state_dict(w0, strict=True)
+    groups = param_groups_weight_decay(model, a.wd, no_weight_decay_list=model.no_weight_decay())
     opt = torch.optim.AdamW(groups, lr=a.lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
     model.train()
     B = a.batch
+    files, all_labels = folder(a.train_dir)
+    order = permutation(len(files), mix_key([a.seed, 1, 0]))  # Stream::kShuffle = 1, epoch 0
     for s in range(a.steps):
-        raw = np.fromfile(os.path.join(a.dump, f"step{s}_raw.u8"), np.uint8).reshape(B, 3, 32, 32)
-        labels = torch.from_numpy(np.fromfile(os.path.join(a.dump, f"step{s}_labels.i64"), np.int64))
+        ids = order[s * B:(s + 1) * B]  # world size 1, rank 0
+        raw = np.stack([np.asarray(Image.open(files[i]).convert("RGB")).transpose(2, 0, 1) for i in ids])
+        labels = torch.tensor([all_labels[i] for i in ids])
         x = (torch.from_numpy(raw).float() / 255 - MEAN) / STD
         loss = F.cross_entropy(model(x), labels, label_smoothing=0.1)
         opt.zero_grad()
