@@ -46,3 +46,39 @@ def test_quickstart_pipeline(tmp_path):
     loss_events = acc.Scalars("train/loss")
     assert [e.step for e in loss_events] == [l["step"] for l in train]
     assert abs(loss_events[-1].value - train[-1]["loss"]) < 1e-5
+
+
+def test_timm_safetensors_initialises_a_finetune_run(tmp_path):
+    """Public weights as timm writes them start the fine-tune stage (grid 4x4 -> 6x6)."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = timm.models.vision_transformer.VisionTransformer(
+        img_size=16, patch_size=4, embed_dim=64, depth=3, num_heads=4, mlp_ratio=2.0, num_classes=1000)
+    weights = tmp_path / "timm_vit.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+
+    run_dir = tmp_path / "ft_from_timm"
+    proc = run(["--config", "configs/quickstart_finetune.yaml"] + sets(
+        [f"run.dir={run_dir}", f"model.init_from={weights}", "train.steps=8", "logging.progress=lines",
+         "logging.every_steps=4"]))
+    log = proc.stdout + proc.stderr
+    # Every backbone tensor but pos_embed: cls_token, patch_embed (2), 3 blocks x 12, norm (2).
+    assert f"init_from {weights}: loaded 41 tensors unchanged" in log, log
+    assert "resampled pos_embed: grid 4x4 -> 6x6 (bicubic)" in log, log
+    dropped = [l for l in log.splitlines() if "dropped (pretraining head):" in l]
+    assert len(dropped) == 1 and sorted(dropped[0].split(": ")[-1].split(", ")) == ["head.bias", "head.weight"], log
+    assert "newly initialised (zeros, 10 classes): head.weight, head.bias" in log, log
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 8
+
+    # Weights of another width are refused with the key and both shapes.
+    wide = timm.models.vision_transformer.VisionTransformer(
+        img_size=16, patch_size=4, embed_dim=96, depth=3, num_heads=4, mlp_ratio=2.0, num_classes=10)
+    bad = tmp_path / "wide.safetensors"
+    save_file({k: v.contiguous() for k, v in wide.state_dict().items()}, str(bad))
+    proc = run(["--config", "configs/quickstart_finetune.yaml"] + sets(
+        [f"run.dir={tmp_path / 'bad'}", f"model.init_from={bad}"]), check=False)
+    assert proc.returncode != 0
+    assert "cls_token: source shape [1, 1, 96] vs model [1, 1, 64]" in proc.stderr, proc.stderr
