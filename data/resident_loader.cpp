@@ -13,6 +13,7 @@
 #include "data/random.h"
 #include "data/sampler.h"
 #include "data/transforms.h"
+#include "data/wait_clock.h"
 
 namespace vit::data {
 namespace {
@@ -74,18 +75,12 @@ class ResidentLoader final : public Loader {
     auto batch = finisher_.finish(augmented, labels, options_.train ? ones_ : to_device_async(mask, options_.device),
                                   mix_key({options_.seed, tag(Stream::kMix), e, s, r}));
     if (++position_.step == steps_per_epoch()) position_ = {position_.epoch + 1, 0};
-    wait_seconds_ += std::chrono::duration<double>(Clock::now() - start).count();
+    wait_.add_since(start);
     return batch;
   }
 
-  double wait_fraction() const override {
-    const double wall = std::chrono::duration<double>(Clock::now() - since_).count();
-    return wall > 0 ? std::min(1.0, wait_seconds_ / wall) : 0.0;
-  }
-  void reset_wait_stats() override {
-    since_ = Clock::now();
-    wait_seconds_ = 0;
-  }
+  double wait_fraction() const override { return wait_.fraction(); }
+  void reset_wait_stats() override { wait_.reset(); }
 
  private:
   LoaderOptions options_;
@@ -94,8 +89,7 @@ class ResidentLoader final : public Loader {
   AugmentSettings settings_;
   torch::Tensor images_, labels_, ones_;
   LoaderPosition position_;
-  Clock::time_point since_;
-  double wait_seconds_ = 0;
+  WaitClock wait_;
 };
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "data/image.h"
 #include "data/random.h"
 #include "data/transforms.h"
+#include "data/wait_clock.h"
 
 namespace vit::data {
 namespace {
@@ -91,20 +92,14 @@ class StreamLoader final : public Loader {
     const LoaderPosition at = position_;
     if (++position_.step == steps_per_epoch()) position_ = {position_.epoch + 1, 0};
     prefetch_copy();
-    wait_seconds_ += std::chrono::duration<double>(Clock::now() - start).count();
+    wait_.add_since(start);
     const uint64_t e = static_cast<uint64_t>(at.epoch), s = static_cast<uint64_t>(at.step);
     return finisher_.finish(device[0], device[1], device[2],
                             mix_key({options_.seed, tag(Stream::kMix), e, s, static_cast<uint64_t>(options_.rank)}));
   }
 
-  double wait_fraction() const override {
-    const double wall = std::chrono::duration<double>(Clock::now() - since_).count();
-    return wall > 0 ? std::min(1.0, wait_seconds_ / wall) : 0.0;
-  }
-  void reset_wait_stats() override {
-    since_ = Clock::now();
-    wait_seconds_ = 0;
-  }
+  double wait_fraction() const override { return wait_.fraction(); }
+  void reset_wait_stats() override { wait_.reset(); }
 
  private:
   // Keeps depth_ batches issued ahead of the consumer (training thread).
@@ -261,8 +256,7 @@ class StreamLoader final : public Loader {
   LoaderPosition position_, issue_position_;
   std::atomic<int64_t> num_corrupt_{0};
   std::vector<std::thread> workers_;
-  Clock::time_point since_;
-  double wait_seconds_ = 0;
+  WaitClock wait_;
 };
 
 }  // namespace

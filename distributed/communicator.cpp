@@ -9,6 +9,15 @@ namespace vit::dist {
 
 namespace detail {
 
+void prepare_allgather_output(std::vector<torch::Tensor>& out, const torch::Tensor& input, int world_size,
+                              const std::string& what) {
+  if (out.empty()) {
+    for (int r = 0; r < world_size; ++r) out.push_back(torch::empty_like(input));
+  }
+  VIT_CHECK(static_cast<int>(out.size()) == world_size, CommError, what, ": out holds ", out.size(),
+            " tensors, expected world_size ", world_size);
+}
+
 const char* reduce_op_name(ReduceOp op) {
   switch (op) {
     case ReduceOp::kSum: return "sum";

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "distributed/communicator.h"
 #include "distributed/config.h"
@@ -31,5 +32,10 @@ std::shared_ptr<Communicator> make_nccl_communicator(const DistConfig& config, c
 
 // "allreduce", "broadcast", ... for messages.
 const char* reduce_op_name(ReduceOp op);
+
+// allgather's `out`: filled with world_size tensors like `input` when empty, else checked to
+// hold world_size tensors (CommError naming `what`).
+void prepare_allgather_output(std::vector<torch::Tensor>& out, const torch::Tensor& input, int world_size,
+                              const std::string& what);
 
 }  // namespace vit::dist::detail

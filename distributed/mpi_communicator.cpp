@@ -143,11 +143,7 @@ class MpiCommunicator : public Communicator, public std::enable_shared_from_this
   std::shared_ptr<Work> allgather(std::vector<torch::Tensor>& out, const torch::Tensor& input) override {
     const std::string what = describe("allgather", input, "");
     check_tensor(input, what);
-    if (out.empty()) {
-      for (int r = 0; r < world_size_; ++r) out.push_back(torch::empty_like(input));
-    }
-    VIT_CHECK(static_cast<int>(out.size()) == world_size_, CommError, what, ": out holds ",
-              out.size(), " tensors, expected world_size ", world_size_);
+    detail::prepare_allgather_output(out, input, world_size_, what);
     // Gather into one flat buffer, then copy into `out` when done: `out` may be anything.
     auto flat = torch::empty({world_size_, input.numel()}, input.options());
     MPI_Request request;

@@ -159,11 +159,7 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
   std::shared_ptr<Work> allgather(std::vector<torch::Tensor>& out, const torch::Tensor& input) override {
     const std::string what = describe("allgather", input, "");
     check_tensor(input, what);
-    if (out.empty()) {
-      for (int r = 0; r < world_size_; ++r) out.push_back(torch::empty_like(input));
-    }
-    VIT_CHECK(static_cast<int>(out.size()) == world_size_, CommError, what, ": out holds ",
-              out.size(), " tensors, expected world_size ", world_size_);
+    detail::prepare_allgather_output(out, input, world_size_, what);
     auto flat = torch::empty({world_size_, input.numel()}, input.options());  // on the compute stream
     const auto type = nccl_type(input.scalar_type());
     auto copy_out = [flat, out]() mutable {  // after wait(), on the waiting stream
