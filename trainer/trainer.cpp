@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "distributed/consistency.h"
+#include "model/npz.h"
 #include "model/transfer.h"
 #include "trainer/device_stats.h"
 #include "trainer/step_graph.h"
@@ -192,9 +193,7 @@ void Trainer::initialise_from_pretrained() {
   } else if (ends_with(source, ".safetensors")) {
     weights = model::read_safetensors(source).tensors;
   } else if (ends_with(source, ".npz")) {
-    VIT_THROW(ConfigError, "model.init_from: '", source,
-              "': vit_jax .npz files are not readable yet; convert it with timm "
-              "(timm.create_model(name, pretrained_cfg_overlay=dict(file=...)) then save_file) to .safetensors");
+    weights = model::vit_jax_to_timm(model::read_npz(source), source);  // Google's vit_jax checkpoints
   } else {
     VIT_CHECK(fs::exists(source), ConfigError, "model.init_from: '", source,
               "' does not exist; run the pretraining stage first or fix the path");

@@ -6,7 +6,7 @@
 //   forward  --shape k=v,... --weights W.safetensors --input X.safetensors --out Y.safetensors
 //   resample --in P.safetensors --old HxW --new HxW [--mode bicubic|bilinear] --out Q.safetensors
 //   count    [--preset NAME[,NAME...]] [--shape k=v,...] [--num-classes K] [--head mlp|linear]
-//   copy     --in A.safetensors --out B.safetensors [--dtype F32|F16|BF16]
+//   copy     --in A.safetensors|A.npz --out B.safetensors [--dtype F32|F16|BF16]  (.npz: vit_jax layout)
 //
 // `init --jitter` adds normal noise to every parameter after the regular initialisation, so
 // zero biases, LayerNorm ones and the zero head cannot hide a naming mistake. `forward` loads
@@ -24,6 +24,7 @@
 #include "core/errors.h"
 #include "core/strings.h"
 #include "model/config.h"
+#include "model/npz.h"
 #include "model/safetensors.h"
 #include "model/transfer.h"
 #include "model/vit.h"
@@ -188,7 +189,13 @@ int cmd_count(const Args& args) {
 }
 
 int cmd_copy(const Args& args) {
-  auto file = read_safetensors(required(args, "in"));
+  const std::string in = required(args, "in");
+  SafetensorsFile file;
+  if (vit::ends_with(in, ".npz")) {
+    file.tensors = vit::model::vit_jax_to_timm(vit::model::read_npz(in), in);  // vit_jax layout -> timm names
+  } else {
+    file = read_safetensors(in);
+  }
   std::string dtype = optional(args, "dtype", "");
   if (!dtype.empty()) {
     const std::map<std::string, torch::ScalarType> types = {

@@ -252,3 +252,41 @@ def test_truncated_file_fails_naming_it(tool, tmp_path):
     result = subprocess.run([tool, "copy", "--in", src, "--out", tmp_path / "b.safetensors"],
                             capture_output=True, text=True)
     assert result.returncode != 0 and str(src) in result.stderr
+
+
+def test_vit_jax_npz_converts_like_timms_loader(tool, tmp_path):
+    """A Google vit_jax .npz (np.savez, JAX layouts) becomes the tensors timm's own _load_weights
+    puts into a VisionTransformer: the independent reference for the name and layout mapping."""
+    import numpy as np
+    from timm.models.vision_transformer import _load_weights
+
+    D, H, M, depth, P, K, tokens = 64, 4, 128, 2, 4, 10, 1 + 4 * 4
+    rng = np.random.default_rng(0)
+    r = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    w = {"embedding/kernel": r(P, P, 3, D), "embedding/bias": r(D), "cls": r(1, 1, D),
+         "Transformer/posembed_input/pos_embedding": r(1, tokens, D),
+         "Transformer/encoder_norm/scale": r(D), "Transformer/encoder_norm/bias": r(D),
+         "head/kernel": r(D, K), "head/bias": r(K)}
+    for i in range(depth):
+        b = f"Transformer/encoderblock_{i}/"
+        mha = b + "MultiHeadDotProductAttention_1/"
+        for part in ("query", "key", "value"):
+            w[mha + part + "/kernel"], w[mha + part + "/bias"] = r(D, H, D // H), r(H, D // H)
+        w[mha + "out/kernel"], w[mha + "out/bias"] = r(H, D // H, D), r(D)
+        for ln in ("LayerNorm_0", "LayerNorm_2"):
+            w[b + ln + "/scale"], w[b + ln + "/bias"] = r(D), r(D)
+        w[b + "MlpBlock_3/Dense_0/kernel"], w[b + "MlpBlock_3/Dense_0/bias"] = r(D, M), r(M)
+        w[b + "MlpBlock_3/Dense_1/kernel"], w[b + "MlpBlock_3/Dense_1/bias"] = r(M, D), r(D)
+    npz = tmp_path / "vit_jax.npz"
+    np.savez(npz, **w)
+
+    model = VisionTransformer(img_size=16, patch_size=P, embed_dim=D, depth=depth, num_heads=H,
+                              mlp_ratio=M / D, num_classes=K)
+    _load_weights(model, str(npz))
+    out = tmp_path / "converted.safetensors"
+    run(tool, "copy", "--in", npz, "--out", out)
+    ours = load_file(str(out))
+    reference = model.state_dict()
+    assert set(ours) == set(reference)
+    for name, tensor in reference.items():
+        assert torch.equal(ours[name], tensor), name
