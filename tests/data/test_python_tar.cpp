@@ -15,7 +15,7 @@ namespace vit::data {
 namespace {
 
 TEST(PythonTar, ShardsFromTarfileReadCorrectly) {
-  if (!std::filesystem::exists(VIT_TEST_PYTHON)) GTEST_SKIP() << "no python at " << VIT_TEST_PYTHON;
+  ASSERT_TRUE(std::filesystem::exists(VIT_TEST_PYTHON)) << "no python at " << VIT_TEST_PYTHON << " (launch/setup.sh installs it)";
   testing::ScratchDir dir;
   const std::string script = dir / "write.py";
   std::ofstream(script) << R"(import io, sys, tarfile
@@ -35,7 +35,7 @@ for shard, count in enumerate([13, 8]):
             i += 1
 )";
   const std::string cmd = std::string(VIT_TEST_PYTHON) + " " + script + " " + dir.path();
-  if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "python with PIL could not write the shards";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << "python (tarfile + PIL) could not write the shards";
   DataConfig config;
   config.dataset = "tar_shards";
   config.path = dir / "shard-{00..01}.tar";
