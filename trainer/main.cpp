@@ -3,7 +3,9 @@
 // whole job when there are peers (so no rank hangs), and exits non-zero.
 #include <boost/program_options.hpp>
 
+#include <exception>
 #include <iostream>
+#include <memory>
 
 #include "core/errors.h"
 #include "core/log.h"
@@ -17,6 +19,17 @@ namespace po = boost::program_options;
 namespace {
 
 constexpr int kExitError = 1;
+
+// Releases (leaks) the object when the scope is left by an exception.
+template <typename T>
+struct LeakOnError {
+  std::unique_ptr<T>& owned;
+  bool enabled;
+  int uncaught = std::uncaught_exceptions();
+  ~LeakOnError() {
+    if (enabled && std::uncaught_exceptions() > uncaught) (void)owned.release();
+  }
+};
 constexpr int kExitUsage = 2;
 
 int run(int argc, char** argv, vit::dist::Runtime& runtime) {
@@ -64,8 +77,12 @@ int run(int argc, char** argv, vit::dist::Runtime& runtime) {
     }
     return 0;
   }
-  vit::train::Trainer trainer(config, runtime.info());
-  auto summary = trainer.fit();
+  // On an error in a multi-rank job the Trainer is deliberately leaked, not destroyed: destroying its NCCL
+  // communicator first waits for collectives that peers may never finish. main aborts the whole
+  // job instead (Runtime::abort_job aborts the communicators, then MPI_Abort).
+  auto trainer = std::make_unique<vit::train::Trainer>(config, runtime.info());
+  LeakOnError<vit::train::Trainer> keep_on_error{trainer, runtime.info().world_size > 1};
+  auto summary = trainer->fit();
   if (summary.preempted) return vit::train::kExitRequeue;
   vit::log_info("done: ", summary.steps, " steps in ", vit::format_duration(summary.train_seconds), ", ",
                 vit::format_count(summary.img_per_s), " img/s; eval accuracy ",
