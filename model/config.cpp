@@ -58,6 +58,8 @@ void validate(const ModelConfig& c) {
             " is not divisible by model.num_heads ", c.num_heads);
   VIT_CHECK(c.head == "mlp" || c.head == "linear", ConfigError, "model.head: must be 'mlp' or 'linear', got '",
             c.head, "'");
+  VIT_CHECK(c.head_init == "auto" || c.head_init == "zero" || c.head_init == "trunc_normal", ConfigError,
+            "model.head_init: must be auto, zero or trunc_normal, got '", c.head_init, "'");
   auto rate = [](double v, const char* key) {
     VIT_CHECK(v >= 0.0 && v < 1.0, ConfigError, "model.", key, ": must be in [0, 1), got ", v);
   };
@@ -98,6 +100,10 @@ double forward_flops_per_image(const ModelConfig& c) {
   if (c.head == "mlp") flops += 2.0 * D * D;
   flops += 2.0 * D * c.num_classes;
   return flops;
+}
+
+bool is_attention_backend(const std::string& name) {
+  return name == "auto" || name == "flash" || name == "efficient" || name == "cudnn" || name == "math";
 }
 
 }  // namespace vit::model

@@ -22,6 +22,10 @@ struct ModelConfig {
   int64_t mlp_dim = 768;       // hidden width of each block's MLP
   int64_t num_classes = 10;    // K
   std::string head = "mlp";    // "mlp" (pretraining: pre_logits Linear D->D + tanh, then head) or "linear"
+  // The final Linear's initial weights: "zero" (the paper's fine-tuning head), "trunc_normal"
+  // (timm's, std 0.02), or "auto": zero when init_from is set (fine-tuning), trunc_normal otherwise
+  // (from scratch a zero head trains measurably worse: bench/accuracy/README.md).
+  std::string head_init = "auto";
   double dropout = 0.0;        // after the position embedding, in the MLPs and after attention projection
   double attn_dropout = 0.0;   // on the attention probabilities
   double drop_path = 0.0;      // stochastic depth, linearly increasing over blocks to this rate
@@ -35,6 +39,7 @@ struct ModelConfig {
   int64_t grid_h() const { return height() / patch_size; }
   int64_t grid_w() const { return width_px() / patch_size; }
   int64_t num_tokens() const { return 1 + grid_h() * grid_w(); }
+  bool zero_head() const { return head_init == "zero" || (head_init == "auto" && !init_from.empty()); }
 };
 
 // The shape of one of timm's named models, or throws ConfigError listing the names.
@@ -50,5 +55,11 @@ void validate(const ModelConfig& config);
 // Parameter count and forward FLOPs per image (multiply-add = 2 FLOPs; training ~ 3x forward).
 int64_t count_parameters(const ModelConfig& config);
 double forward_flops_per_image(const ModelConfig& config);
+
+// Which kernel at::scaled_dot_product_attention may pick on a GPU (a process-wide ATen setting).
+// "auto": ATen's own choice. "flash" | "efficient" | "cudnn" | "math": that one alone (an input it
+// cannot take is an error, not a silent fallback).
+bool is_attention_backend(const std::string& name);
+void set_attention_backend(const std::string& name);
 
 }  // namespace vit::model

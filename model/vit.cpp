@@ -17,6 +17,17 @@ torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x) {
 }
 }  // namespace
 
+void set_attention_backend(const std::string& name) {
+  VIT_CHECK(is_attention_backend(name), ConfigError,
+            "attention backend must be auto, flash, efficient, cudnn or math, got '", name, "'");
+  auto& context = at::globalContext();
+  const bool all = name == "auto";
+  context.setSDPUseFlash(all || name == "flash");
+  context.setSDPUseMemEfficient(all || name == "efficient");
+  context.setSDPUseCuDNN(all || name == "cudnn");
+  context.setSDPUseMath(all || name == "math");
+}
+
 void trunc_normal_(torch::Tensor& t, double std, double lo, double hi) {
   // Inverse-CDF sampling, as PyTorch's trunc_normal_: uniform in [cdf(lo), cdf(hi)], then erfinv.
   torch::NoGradGuard no_grad;
@@ -109,7 +120,8 @@ VisionTransformerImpl::VisionTransformerImpl(const ModelConfig& c) : config_(c) 
 
 void VisionTransformerImpl::initialise() {
   // timm's default ('' mode): trunc_normal(0.02) for pos_embed and every Linear weight, zero
-  // biases, cls_token normal(1e-6), LayerNorm ones/zeros, the patch conv at PyTorch's default.
+  // biases, cls_token normal(1e-6), LayerNorm ones/zeros, the patch conv at PyTorch's default;
+  // then the head zeroed where model.head_init asks for it.
   torch::NoGradGuard no_grad;
   trunc_normal_(pos_embed_, 0.02);
   cls_token_.normal_(0.0, 1e-6);
@@ -119,7 +131,7 @@ void VisionTransformerImpl::initialise() {
       linear->bias.zero_();
     }
   }
-  if (config_.head == "linear") {
+  if (config_.zero_head()) {
     // Fine-tuning head: zero-initialised, so training starts from the backbone's features alone.
     head_->weight.zero_();
     head_->bias.zero_();

@@ -75,7 +75,7 @@ std::vector<Field> schema(Config& c) {
       field("model.image_height", &m.image_height), field("model.image_width", &m.image_width),
       field("model.patch_size", &m.patch_size), field("model.channels", &m.channels), field("model.width", &m.width),
       field("model.depth", &m.depth), field("model.num_heads", &m.num_heads), field("model.mlp_dim", &m.mlp_dim),
-      field("model.num_classes", &m.num_classes), field("model.head", &m.head), field("model.dropout", &m.dropout),
+      field("model.num_classes", &m.num_classes), field("model.head", &m.head), field("model.head_init", &m.head_init), field("model.dropout", &m.dropout),
       field("model.attn_dropout", &m.attn_dropout), field("model.drop_path", &m.drop_path),
       field("model.layer_norm_eps", &m.layer_norm_eps), field("model.init_from", &m.init_from),
       field("model.pos_embed_interpolation", &m.pos_embed_interpolation),
@@ -105,6 +105,7 @@ std::vector<Field> schema(Config& c) {
       field("train.micro_batch_size", &t.micro_batch_size), field("train.global_batch_size", &t.global_batch_size),
       field("train.label_smoothing", &t.label_smoothing), field("train.precision", &t.precision),
       field("train.eval_every_steps", &t.eval_every_steps), field("train.cuda_graph", &t.cuda_graph),
+      field("train.attention", &t.attention),
 
       field("distributed.backend", &x.backend), field("distributed.bucket_mb", &x.bucket_mb),
       field("distributed.compress_bf16", &x.compress_bf16), field("distributed.timeout_s", &x.timeout_s),
@@ -307,6 +308,8 @@ void validate_for_world(const Config& c, int world_size) {
             "train.label_smoothing: must be in [0, 1), got ", c.train.label_smoothing);
   VIT_CHECK(c.train.precision == "auto" || c.train.precision == "fp32" || c.train.precision == "bf16", ConfigError,
             "train.precision: must be auto, fp32 or bf16, got '", c.train.precision, "'");
+  VIT_CHECK(model::is_attention_backend(c.train.attention), ConfigError,
+            "train.attention: must be auto, flash, efficient, cudnn or math, got '", c.train.attention, "'");
   int64_t per_step = c.train.micro_batch_size * world_size;
   if (c.train.global_batch_size > 0) {
     VIT_CHECK(c.train.global_batch_size % per_step == 0, ConfigError, "train.global_batch_size: ",

@@ -56,6 +56,7 @@ struct TrainConfig {
   std::string precision = "auto";  // auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
   int64_t eval_every_steps = 0;    // 0: at the end of every epoch
   bool cuda_graph = false;         // capture the whole step as a CUDA graph (static shapes, GPU only)
+  std::string attention = "auto";  // SDPA kernel on GPU: auto | flash | efficient | cudnn | math
 };
 
 struct CheckpointConfig {

@@ -87,6 +87,7 @@ Trainer::Trainer(const Config& config, const dist::LaunchInfo& launch) : config_
   bf16_ = config_.train.precision == "bf16" || (config_.train.precision == "auto" && device_.is_cuda());
   VIT_CHECK(!(bf16_ && device_.is_cpu()), ConfigError,
             "train.precision: bf16 autocast is for GPUs; use auto or fp32 on CPU");
+  model::set_attention_backend(config_.train.attention);
 
   // Communicators, then agree on the config before anything else is collective.
   host_comm_ = dist::make_communicator(config_.distributed, launch_, torch::kCPU);
@@ -168,6 +169,7 @@ void Trainer::build_model() {
            config_.model.head, "; ", format_count(model::forward_flops_per_image(config_.model)),
            " FLOPs/image forward");
   log_info("job: ", launch_.world_size, " rank(s), device ", device_.str(), ", precision ", bf16_ ? "bf16" : "fp32",
+           device_.is_cuda() ? ", attention " + config_.train.attention : std::string(),
            ", micro-batch ", config_.train.micro_batch_size, " x ", accumulation_, " accumulation x ",
            launch_.world_size, " ranks = ", config_.train.micro_batch_size * accumulation_ * launch_.world_size,
            " images/step, ", total_steps_, " steps (", steps_per_epoch_, "/epoch), ", grad_sync_->num_buckets(),
@@ -397,6 +399,7 @@ EvalResult Trainer::evaluate() {
   Json line = Json::object();
   line["split"] = "eval";
   line["step"] = step_;
+  line["epoch"] = static_cast<double>(step_) / static_cast<double>(steps_per_epoch_);  // epochs trained
   line["loss"] = r.loss;
   line["accuracy"] = r.accuracy;
   line["samples"] = r.samples;

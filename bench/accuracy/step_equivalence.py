@@ -78,12 +78,16 @@ def main():
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--wd", type=float, default=0.05, help="vitrain's optim.weight_decay (a large one makes the decay groups visible)")
+    p.add_argument("--device", default="cpu", help="where the reference runs (cuda: against a vitrain run with run.device=cuda "
+                   "train.precision=fp32; TF32 stays off for matmuls, as in vitrain)")
     a = p.parse_args()
+    dev = torch.device(a.device)
     torch.set_num_threads(1)
     model = VisionTransformer(img_size=32, patch_size=4, embed_dim=a.width, depth=a.depth, num_heads=a.heads,
                               mlp_ratio=a.mlp / a.width, num_classes=10, drop_path_rate=0.0)
-    w0 = load_file(os.path.join(a.init, "model.safetensors"))
+    w0 = load_file(os.path.join(a.init, "model.safetensors"), device=str(dev))
     model.load_state_dict(w0, strict=True)
+    model.to(dev)
     groups = param_groups_weight_decay(model, a.wd, no_weight_decay_list=model.no_weight_decay())
     opt = torch.optim.AdamW(groups, lr=a.lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
     model.train()
@@ -93,14 +97,14 @@ def main():
     for s in range(a.steps):
         ids = order[s * B:(s + 1) * B]  # world size 1, rank 0
         raw = np.stack([np.asarray(Image.open(files[i]).convert("RGB")).transpose(2, 0, 1) for i in ids])
-        labels = torch.tensor([all_labels[i] for i in ids])
-        x = (torch.from_numpy(raw).float() / 255 - MEAN) / STD
+        labels = torch.tensor([all_labels[i] for i in ids], device=dev)
+        x = ((torch.from_numpy(raw).float() / 255 - MEAN) / STD).to(dev)
         loss = F.cross_entropy(model(x), labels, label_smoothing=0.1)
         opt.zero_grad()
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        ref = load_file(os.path.join(a.run, "checkpoints", f"step_{s + 1:08d}", "model.safetensors"))
+        ref = load_file(os.path.join(a.run, "checkpoints", f"step_{s + 1:08d}", "model.safetensors"), device=str(dev))
         diffs = {n: float((p.detach() - ref[n]).abs().max()) for n, p in model.named_parameters()}
         moved = {n: float((p.detach() - w0[n]).abs().max()) for n, p in model.named_parameters()}
         worst = max(diffs, key=diffs.get)

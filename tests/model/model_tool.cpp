@@ -56,7 +56,7 @@ std::string optional(const Args& args, const std::string& key, const std::string
   return it == args.end() ? fallback : it->second;
 }
 
-// "width=64,depth=2,head=linear" -> ModelConfig fields, over `config`.
+// "width=64,depth=2,head=linear,head_init=zero" -> ModelConfig fields, over `config`.
 void apply_shape(ModelConfig& config, const std::string& shape) {
   const std::map<std::string, int64_t*> ints = {
       {"image_size", &config.image_size}, {"image_height", &config.image_height},
@@ -79,6 +79,8 @@ void apply_shape(ModelConfig& config, const std::string& shape) {
       *doubles.at(key) = std::stod(value);
     } else if (key == "head") {
       config.head = value;
+    } else if (key == "head_init") {
+      config.head_init = value;
     } else if (key == "pos_embed_interpolation") {
       config.pos_embed_interpolation = value;
     } else {

@@ -255,8 +255,8 @@ TEST(Initialisation, FollowsTimm) {
   EXPECT_NEAR(param(model, "pos_embed").std().item<double>(), 0.02, 0.02 * 0.02);  // 65*256 samples
   EXPECT_LT(param(model, "cls_token").abs().max().item<double>(), 1e-5);         // normal(1e-6)
   EXPECT_GT(param(model, "cls_token").abs().max().item<double>(), 0.0);
-  // Linear fine-tuning head: zero.
-  EXPECT_EQ(param(model, "head.weight").count_nonzero().item<int64_t>(), 0);
+  // From scratch (no init_from) the linear head is timm's: trunc normal 0.02 (25600 samples), zero bias.
+  EXPECT_NEAR(param(model, "head.weight").std().item<double>(), 0.02, 0.02 * 0.03);
   EXPECT_EQ(param(model, "head.bias").count_nonzero().item<int64_t>(), 0);
   // Patch conv at PyTorch's default: kaiming_uniform(a=sqrt 5) = U(-b, b), b = 1/sqrt(fan_in = 3*4*4).
   const double bound = 1.0 / std::sqrt(48.0);
@@ -277,6 +277,29 @@ TEST(Initialisation, MlpHeadIsRandom) {
   }
   EXPECT_EQ(param(model, "pre_logits.fc.bias").count_nonzero().item<int64_t>(), 0);
   EXPECT_EQ(param(model, "head.bias").count_nonzero().item<int64_t>(), 0);
+}
+
+TEST(Initialisation, HeadIsZeroForFineTuningOrWhenAsked) {
+  auto head_nonzero = [](ModelConfig c) {
+    VisionTransformer model(c);
+    return param(model, "head.weight").count_nonzero().item<int64_t>();
+  };
+  ModelConfig c = small_config("linear");
+  EXPECT_GT(head_nonzero(c), 0);  // from scratch: random
+  c.init_from = "pretrain.safetensors";
+  EXPECT_EQ(head_nonzero(c), 0);  // fine-tuning: the paper's zero head
+  c.head_init = "trunc_normal";
+  EXPECT_GT(head_nonzero(c), 0);  // asked for
+  c.init_from.clear();
+  c.head_init = "zero";
+  EXPECT_EQ(head_nonzero(c), 0);
+  c.head = "mlp";  // zero applies to the final Linear only
+  VisionTransformer mlp(c);
+  EXPECT_EQ(param(mlp, "head.weight").count_nonzero().item<int64_t>(), 0);
+  EXPECT_GT(param(mlp, "pre_logits.fc.weight").count_nonzero().item<int64_t>(), 0);
+  c.head_init = "zeros";
+  auto msg = error_message<ConfigError>([&] { VisionTransformer bad(c); });
+  EXPECT_NE(msg.find("model.head_init"), std::string::npos) << msg;
 }
 
 TEST(Initialisation, SameSeedSameWeights) {
@@ -380,6 +403,7 @@ TEST(LoadPretrained, DropsHeadAndResamplesPosEmbed) {
   ModelConfig fine = small_config("linear");
   fine.image_size = 48;  // grid 12x12
   fine.num_classes = 5;
+  fine.init_from = "pretrain.safetensors";  // fine-tuning: head_init auto -> zero
   VisionTransformer target(fine);
   auto src = named_parameters(*source);
   TransferReport report = load_pretrained(target, src, TransferOptions{}, "pretrain.safetensors");

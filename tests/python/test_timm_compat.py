@@ -84,13 +84,22 @@ def test_vitrain_weights_load_into_timm_strictly_and_give_same_logits(tool, tmp_
     torch.testing.assert_close(ours["logits"], logits, rtol=0, atol=ATOL)
 
 
-def test_vitrain_fresh_linear_head_is_zero_and_rest_loads_into_timm(tool, tmp_path):
+def test_vitrain_fresh_linear_head_inits_and_loads_into_timm(tool, tmp_path):
+    # From scratch: timm's head init (trunc normal 0.02, zero bias); head_init=zero: the
+    # fine-tuning head. Both load strictly into timm.
     shape = SHAPES["square"]
-    weights = tmp_path / "w.safetensors"
-    run(tool, "init", "--shape", shape_arg(shape, "linear"), "--seed", 3, "--out", weights)
-    state = load_file(str(weights))
-    assert torch.count_nonzero(state["head.weight"]) == 0 and torch.count_nonzero(state["head.bias"]) == 0
-    timm_vit(shape).load_state_dict(state, strict=True)
+    for head_init in ("auto", "zero"):
+        weights = tmp_path / f"w_{head_init}.safetensors"
+        run(tool, "init", "--shape", shape_arg(shape, "linear") + f",head_init={head_init}", "--seed", 3,
+            "--out", weights)
+        state = load_file(str(weights))
+        assert torch.count_nonzero(state["head.bias"]) == 0
+        if head_init == "zero":
+            assert torch.count_nonzero(state["head.weight"]) == 0
+        else:
+            w = state["head.weight"]
+            assert w.abs().max() <= 2.0 and 0.01 < float(w.std()) < 0.03  # trunc normal 0.02 (few samples)
+        timm_vit(shape).load_state_dict(state, strict=True)
 
 
 def test_vitrain_mlp_head_matches_tanh_pre_logits_on_timm_features(tool, tmp_path):
