@@ -30,6 +30,9 @@ struct ModelConfig {
   double attn_dropout = 0.0;   // on the attention probabilities
   double drop_path = 0.0;      // stochastic depth, linearly increasing over blocks to this rate
   double layer_norm_eps = 1e-6;
+  // On a GPU under bf16 autocast: residual add + drop path + LayerNorm + bf16 cast as one kernel
+  // each way (fused_norm.h). Same arithmetic as the unfused ops; false: ATen's ops.
+  bool fused_norm = true;
   // Fine-tune stage: a committed checkpoint directory, a timm .safetensors or a vit_jax .npz.
   std::string init_from;
   std::string pos_embed_interpolation = "bicubic";  // or "bilinear": resampling to a new grid

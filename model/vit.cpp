@@ -2,7 +2,12 @@
 
 #include <cmath>
 
+#include <ATen/autocast_mode.h>
+
+#include <tuple>
+
 #include "core/errors.h"
+#include "model/fused_norm.h"
 
 namespace vit::model {
 namespace F = torch::nn::functional;
@@ -85,6 +90,12 @@ torch::Tensor BlockImpl::drop_path(const torch::Tensor& branch) {
   return branch * mask;
 }
 
+torch::Tensor BlockImpl::drop_path_scale(const torch::Tensor& x) {
+  if (!is_training() || drop_path_ <= 0.0) return {};
+  double keep = 1.0 - drop_path_;
+  return torch::empty({x.size(0)}, x.options().dtype(torch::kFloat32)).bernoulli_(keep).div_(keep);
+}
+
 torch::Tensor BlockImpl::forward(torch::Tensor x) {
   x = x + drop_path(attn_(norm1_(x)));
   x = x + drop_path(mlp_(norm2_(x)));
@@ -147,8 +158,35 @@ torch::Tensor VisionTransformerImpl::forward_features(const torch::Tensor& image
   auto x = patch_proj_(images).flatten(2).transpose(1, 2);           // [B, N-1, D]
   x = torch::cat({cls_token_.expand({B, -1, -1}).to(x.dtype()), x}, 1);  // [B, N, D]
   x = pos_drop_(x + pos_embed_);
+  if (use_fused_norm(x)) return forward_fused(x);
   for (const auto& block : *blocks_) x = block->as<BlockImpl>()->forward(x);
   return norm_(x);
+}
+
+bool VisionTransformerImpl::use_fused_norm(const torch::Tensor& x) const {
+  return config_.fused_norm && x.dim() == 3 && at::autocast::is_autocast_enabled(at::kCUDA) &&
+         at::autocast::get_autocast_dtype(at::kCUDA) == at::kBFloat16 && fused_norm_supported(x);
+}
+
+torch::Tensor VisionTransformerImpl::forward_fused(torch::Tensor x) {
+  // x: the fp32 residual stream, as under autocast. Each LayerNorm also adds the branch before
+  // it (bf16, times its drop-path factor) to x, so the adds and casts happen inside the kernel.
+  torch::Tensor normed, branch, scale;
+  auto norm_after = [&](const torch::nn::LayerNorm& norm) {
+    if (!branch.defined()) return fused_layer_norm(x, norm);
+    std::tie(x, normed) = fused_add_layer_norm(x, branch.to(torch::kBFloat16), scale, norm);
+    return normed;
+  };
+  for (const auto& module : *blocks_) {
+    auto& block = *module->as<BlockImpl>();
+    normed = norm_after(block.norm1());
+    branch = block.attention(normed);
+    scale = block.drop_path_scale(x);
+    normed = norm_after(block.norm2());
+    branch = block.mlp(normed);
+    scale = block.drop_path_scale(x);
+  }
+  return norm_after(norm_);  // [B, N, D] bf16
 }
 
 torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& images) {

@@ -45,6 +45,14 @@ class BlockImpl : public torch::nn::Module {
   BlockImpl(const ModelConfig& config, double drop_path);
   torch::Tensor forward(torch::Tensor x);  // pre-norm: x + attn(norm1(x)), then x + mlp(norm2(x))
 
+  // The parts, for the fused path (VisionTransformerImpl::forward_fused).
+  const torch::nn::LayerNorm& norm1() const { return norm1_; }
+  const torch::nn::LayerNorm& norm2() const { return norm2_; }
+  torch::Tensor attention(const torch::Tensor& normed) { return attn_(normed); }
+  torch::Tensor mlp(const torch::Tensor& normed) { return mlp_(normed); }
+  // Drop path as a per-sample factor [B] (0 or 1/keep), fp32; undefined when inactive.
+  torch::Tensor drop_path_scale(const torch::Tensor& x);
+
  private:
   torch::Tensor drop_path(const torch::Tensor& branch);
   double drop_path_;
@@ -66,6 +74,8 @@ class VisionTransformerImpl : public torch::nn::Module {
 
  private:
   void initialise();
+  bool use_fused_norm(const torch::Tensor& x) const;
+  torch::Tensor forward_fused(torch::Tensor x);  // blocks + final norm with fused_norm.h
 
   ModelConfig config_;
   torch::nn::Conv2d patch_proj_{nullptr};  // registered as patch_embed.proj

@@ -1,0 +1,149 @@
+// The fused residual + LayerNorm kernels (model/fused_norm.h) against ATen's ops, and the model
+// with them against the model without. Needs a GPU; skips with a reason without one.
+#include <ATen/autocast_mode.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "model/fused_norm.h"
+#include "model/vit.h"
+
+namespace vit::model {
+namespace {
+
+#define REQUIRE_FUSED_GPU()                                                                    \
+  do {                                                                                         \
+    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device: the fused kernels run on a GPU"; \
+    if (!fused_norm_supported(torch::zeros({1, 8}, torch::kCUDA)))                             \
+      GTEST_SKIP() << "this build has no CUDA kernels";                                        \
+  } while (0)
+
+double max_rel(const torch::Tensor& got, const torch::Tensor& want) {
+  auto g = got.to(torch::kFloat64), w = want.to(torch::kFloat64);
+  return ((g - w).abs().max() / w.abs().max().clamp_min(1e-30)).item<double>();
+}
+
+struct Case {
+  int64_t width;
+  bool branch;
+  bool scale;
+};
+
+TEST(FusedNorm, MatchesAtenForwardAndBackward) {
+  REQUIRE_FUSED_GPU();
+  torch::manual_seed(0);
+  const auto dev = torch::Device(torch::kCUDA);
+  const auto f32 = torch::TensorOptions().device(dev).dtype(torch::kFloat32);
+  for (Case c : {Case{64, false, false}, Case{384, true, false}, Case{384, true, true}, Case{500, true, true},
+                 Case{768, true, true}, Case{1024, false, false}, Case{40, true, true}}) {
+    SCOPED_TRACE("width " + std::to_string(c.width) + (c.branch ? " branch" : "") + (c.scale ? " scale" : ""));
+    const int64_t B = 3, N = 17, D = c.width;
+    torch::nn::LayerNorm norm(torch::nn::LayerNormOptions({D}).eps(1e-6));
+    norm->to(dev);
+    {
+      torch::NoGradGuard no_grad;
+      norm->weight.normal_(1.0, 0.3);
+      norm->bias.normal_(0.0, 0.3);
+    }
+    auto residual = (torch::randn({B, N, D}, f32) * 2 + 0.5).requires_grad_(true);
+    auto branch = torch::randn({B, N, D}, f32).to(torch::kBFloat16).requires_grad_(true);
+    auto scale = c.scale ? torch::tensor({0.0f, 1.25f, 1.0f}, f32) : torch::Tensor();
+    auto grad_normed = torch::randn({B, N, D}, f32).to(torch::kBFloat16);
+    auto grad_sum = torch::randn({B, N, D}, f32);
+
+    // Reference: ATen ops in fp32, the LayerNorm output rounded to bf16 once.
+    auto r_res = residual.detach().clone().requires_grad_(true);
+    auto r_branch = branch.detach().clone().requires_grad_(true);
+    torch::Tensor r_sum = r_res;
+    if (c.branch) {
+      auto b = r_branch.to(torch::kFloat32);
+      if (c.scale) b = b * scale.view({B, 1, 1});
+      r_sum = r_res + b;
+    }
+    auto r_norm = torch::layer_norm(r_sum, {D}, norm->weight, norm->bias, 1e-6);
+    auto r_loss = (r_norm * grad_normed.to(torch::kFloat32)).sum();
+    if (c.branch) r_loss = r_loss + (r_sum * grad_sum).sum();
+    auto r_grads = torch::autograd::grad({r_loss}, {r_res, r_branch, norm->weight, norm->bias}, {}, false, false,
+                                         /*allow_unused=*/true);
+
+    torch::Tensor sum, normed;
+    if (c.branch) {
+      std::tie(sum, normed) = fused_add_layer_norm(residual, branch, scale, norm);
+    } else {
+      normed = fused_layer_norm(residual, norm);
+    }
+    ASSERT_EQ(normed.scalar_type(), torch::kBFloat16);
+    if (c.branch) {
+      EXPECT_LT(max_rel(sum, r_sum), 1e-6);
+    }
+    // bf16 output: at most one rounding step apart (summation order can flip a tie).
+    auto diff = (normed.to(torch::kFloat32) - r_norm.to(torch::kBFloat16).to(torch::kFloat32)).abs();
+    EXPECT_LE(diff.max().item<double>(), r_norm.abs().max().item<double>() / 128.0);
+    EXPECT_LT(diff.gt(0).to(torch::kFloat32).mean().item<double>(), 0.01);
+
+    auto loss = (normed.to(torch::kFloat32) * grad_normed.to(torch::kFloat32)).sum();
+    if (c.branch) loss = loss + (sum * grad_sum).sum();
+    auto grads = torch::autograd::grad({loss}, {residual, branch, norm->weight, norm->bias}, {}, false, false,
+                                       /*allow_unused=*/true);
+    EXPECT_LT(max_rel(grads[0], r_grads[0]), 1e-4) << "residual";
+    if (c.branch) {
+      ASSERT_EQ(grads[1].scalar_type(), torch::kBFloat16);
+      EXPECT_LT(max_rel(grads[1], r_grads[1]), 1e-2) << "branch (bf16)";
+      if (c.scale) {
+        EXPECT_EQ(grads[1][0].abs().max().item<double>(), 0.0) << "dropped sample has a branch gradient";
+      }
+    } else {
+      EXPECT_FALSE(grads[1].defined());
+    }
+    EXPECT_LT(max_rel(grads[2], r_grads[2]), 1e-4) << "weight";
+    EXPECT_LT(max_rel(grads[3], r_grads[3]), 1e-4) << "bias";
+  }
+}
+
+// Same weights, same input: the model with the fused kernels against the model without.
+TEST(FusedNorm, ModelMatchesUnfused) {
+  REQUIRE_FUSED_GPU();
+  ModelConfig c;
+  c.image_size = 32;
+  c.patch_size = 4;
+  c.width = 384;
+  c.depth = 4;
+  c.num_heads = 6;
+  c.mlp_dim = 1536;
+  c.num_classes = 10;
+  c.head = "mlp";
+  torch::manual_seed(3);
+  VisionTransformer fused(c);
+  c.fused_norm = false;
+  VisionTransformer plain(c);
+  {
+    torch::NoGradGuard no_grad;
+    auto src = fused->named_parameters();
+    for (auto& p : plain->named_parameters()) p.value().copy_(src[p.key()]);
+  }
+  fused->to(torch::kCUDA);
+  plain->to(torch::kCUDA);
+  auto images = torch::randn({16, 3, 32, 32}, torch::kCUDA);
+  auto labels = torch::randint(0, 10, {16}, torch::TensorOptions().device(torch::kCUDA).dtype(torch::kLong));
+  auto run = [&](VisionTransformer& model) {
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    auto logits = model->forward(images).to(torch::kFloat32);
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+    at::autocast::clear_cache();
+    torch::nn::functional::cross_entropy(logits, labels).backward();
+    return logits.detach();
+  };
+  auto lf = run(fused), lp = run(plain);
+  EXPECT_LT(max_rel(lf, lp), 2e-2);
+  auto pf = fused->named_parameters();
+  double worst = 0;
+  std::string worst_name;
+  for (auto& p : plain->named_parameters()) {
+    double e = max_rel(pf[p.key()].grad(), p.value().grad());
+    if (e > worst) worst = e, worst_name = p.key();
+  }
+  EXPECT_LT(worst, 5e-2) << worst_name;  // bf16 matmuls on both sides; same values up to summation order
+}
+
+}  // namespace
+}  // namespace vit::model
