@@ -70,8 +70,9 @@ std::vector<torch::Tensor> norm_backward(AutogradContext* ctx, torch::Tensor gra
   auto grad_res = grad_sum.defined() ? grad_sum.to(torch::kFloat32).contiguous() : torch::Tensor();
   auto grad_x = torch::empty_like(x);
   auto grad_branch = has_branch ? torch::empty(x.sizes(), x.options().dtype(torch::kBFloat16)) : torch::Tensor();
-  const int blocks = kernels::norm_backward_blocks(rows, x.get_device());
-  auto partial = torch::zeros({2, blocks, D}, x.options());
+  int blocks = 0;
+  check_cuda(kernels::norm_backward_blocks(rows, D, x.get_device(), &blocks), "backward grid");
+  auto partial = torch::empty({2, blocks, D}, x.options());
   kernels::NormBackwardArgs args{ptr<const uint16_t>(grad_normed),
                                  ptr<const float>(grad_res),
                                  ptr<const float>(x),
@@ -86,6 +87,7 @@ std::vector<torch::Tensor> norm_backward(AutogradContext* ctx, torch::Tensor gra
                                  rows,
                                  D,
                                  has_branch ? x.size(1) : 1};
+  if (rows == 0) partial.zero_();
   check_cuda(kernels::launch_norm_backward(args, blocks, at::cuda::getCurrentCUDAStream()), "backward");
   auto sums = partial.sum(1);  // [2, D]
   return {grad_x, grad_branch, sums[0], sums[1]};

@@ -177,6 +177,26 @@ struct ForwardLaunch {
   cudaError_t operator()() const { return forward_with<E>(a, s); }
 };
 
+// One full wave: as many blocks as fit on the GPU at once (each loops over rows), no more than
+// there are rows for.
+struct BackwardBlocks {
+  int64_t rows;
+  int device;
+  int* blocks;
+  template <int E>
+  cudaError_t operator()() const {
+    int sms = 0, per_sm = 0;
+    cudaError_t status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    if (status != cudaSuccess) return status;
+    status = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, norm_backward_kernel<E>, kBackwardWarps<E> * 32, 0);
+    if (status != cudaSuccess) return status;
+    const int64_t wave = static_cast<int64_t>(sms) * (per_sm > 0 ? per_sm : 1);
+    const int64_t needed = (rows + kBackwardWarps<E> - 1) / kBackwardWarps<E>;
+    *blocks = static_cast<int>(needed < wave ? (needed > 0 ? needed : 1) : wave);
+    return cudaSuccess;
+  }
+};
+
 struct BackwardLaunch {
   const NormBackwardArgs& a;
   int blocks;
@@ -187,12 +207,8 @@ struct BackwardLaunch {
 
 }  // namespace
 
-int norm_backward_blocks(int64_t rows, int device) {
-  int sms = 0;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms <= 0) sms = 132;
-  const int64_t needed = (rows + 7) / 8;
-  const int64_t blocks = static_cast<int64_t>(sms) * 4;
-  return static_cast<int>(needed < blocks ? (needed > 0 ? needed : 1) : blocks);
+cudaError_t norm_backward_blocks(int64_t rows, int64_t width, int device, int* blocks) {
+  return dispatch_width(width, BackwardBlocks{rows, device, blocks});
 }
 
 cudaError_t launch_norm_forward(const NormForwardArgs& args, cudaStream_t stream) {

@@ -40,7 +40,7 @@ struct NormBackwardArgs {
 };
 
 // Number of blocks the backward launches (rows of weight_partial / bias_partial).
-int norm_backward_blocks(int64_t rows, int device);
+cudaError_t norm_backward_blocks(int64_t rows, int64_t width, int device, int* blocks);
 
 cudaError_t launch_norm_forward(const NormForwardArgs& args, cudaStream_t stream);
 cudaError_t launch_norm_backward(const NormBackwardArgs& args, int blocks, cudaStream_t stream);

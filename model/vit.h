@@ -74,6 +74,7 @@ class VisionTransformerImpl : public torch::nn::Module {
 
  private:
   void initialise();
+  torch::Tensor embed_patches(const torch::Tensor& images);  // [B, C, H, W] -> [B, N-1, D]
   bool use_fused_norm(const torch::Tensor& x) const;
   torch::Tensor forward_fused(torch::Tensor x);  // blocks + final norm with fused_norm.h
 

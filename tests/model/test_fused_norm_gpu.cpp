@@ -145,5 +145,37 @@ TEST(FusedNorm, ModelMatchesUnfused) {
   EXPECT_LT(worst, 5e-2) << worst_name;  // bf16 matmuls on both sides; same values up to summation order
 }
 
+// fp32 on the GPU (patch embedding as a matmul, ATen's SDPA) against the CPU (convolution).
+TEST(GpuModel, MatchesCpuInFp32) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  ModelConfig c;
+  c.image_size = 48;
+  c.patch_size = 8;
+  c.width = 64;
+  c.depth = 2;
+  c.num_heads = 4;
+  c.mlp_dim = 128;
+  c.num_classes = 7;
+  c.head = "mlp";
+  torch::manual_seed(5);
+  VisionTransformer cpu(c), gpu(c);
+  {
+    torch::NoGradGuard no_grad;
+    auto src = cpu->named_parameters();
+    for (auto& p : gpu->named_parameters()) p.value().copy_(src[p.key()]);
+  }
+  gpu->to(torch::kCUDA);
+  auto images = torch::randn({5, 3, 48, 48});
+  auto lc = cpu->forward(images);
+  auto lg = gpu->forward(images.to(torch::kCUDA));
+  EXPECT_LT(max_rel(lg.cpu(), lc), 1e-4);
+  lc.square().sum().backward();
+  lg.square().sum().backward();
+  auto pg = gpu->named_parameters();
+  for (auto& p : cpu->named_parameters()) {
+    EXPECT_LT(max_rel(pg[p.key()].grad().cpu(), p.value().grad()), 1e-3) << p.key();
+  }
+}
+
 }  // namespace
 }  // namespace vit::model
