@@ -59,10 +59,11 @@ std::vector<std::vector<size_t>> GradSync::plan_buckets(const std::vector<torch:
 }
 
 GradSync::GradSync(const std::vector<std::pair<std::string, torch::Tensor>>& named_params,
-                   std::shared_ptr<Communicator> comm, const DistConfig& config)
+                   std::shared_ptr<Communicator> comm, const DistConfig& config, bool keep_buffers)
     : comm_(std::move(comm)),
       compress_bf16_(config.compress_bf16),
       communicate_(comm_->world_size() > 1),
+      buffers_(communicate_ || keep_buffers),
       alive_(std::make_shared<bool>(true)) {
   std::vector<torch::Tensor> params;
   for (const auto& [name, param] : named_params) {
@@ -77,6 +78,11 @@ GradSync::GradSync(const std::vector<std::pair<std::string, torch::Tensor>>& nam
   }
   const auto bucket_bytes = static_cast<int64_t>(config.bucket_mb * 1024.0 * 1024.0);
   torch::NoGradGuard no_grad;
+  if (!buffers_) {
+    hooks_ = std::make_unique<GradSyncHooks>();
+    zero_grad();
+    return;
+  }
   for (const auto& indices : plan_buckets(params, bucket_bytes)) {
     Bucket bucket;
     bucket.slots = indices;
@@ -118,6 +124,10 @@ void GradSync::set_sync(bool sync) { sync_ = sync; }
 
 void GradSync::zero_grad() {
   torch::NoGradGuard no_grad;
+  if (!buffers_) {
+    for (auto& slot : slots_) slot.param.mutable_grad() = torch::Tensor();
+    return;
+  }
   for (auto& bucket : buckets_) bucket.buffer.zero_();
   for (auto& slot : slots_) {
     const auto grad = slot.param.grad();
@@ -161,6 +171,7 @@ void GradSync::finish() {
     throw std::logic_error("GradSync::finish() called with set_sync(false); call set_sync(true) "
                            "before the backward of the last micro-batch");
   }
+  if (!buffers_) return;
   for (auto& slot : slots_) restore_view(slot);
   if (!communicate_) return;
   // Buckets whose gradients never arrived (unused parameters) start now, still in order.

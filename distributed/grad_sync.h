@@ -44,8 +44,13 @@ class GradSync {
   // Plans buckets and makes every parameter's grad a zeroed view into its bucket. Collective in
   // the weak sense: every rank must construct it with the same parameter list (names, shapes,
   // dtypes, order). Parameters must live on comm->device().
+  //
+  // keep_buffers = false with one process (nothing to communicate): no buckets at all; grads are
+  // autograd's own tensors, freed by zero_grad() as PyTorch's zero_grad(set_to_none=True) does,
+  // so they take no memory during the forward pass (where activation memory peaks). A captured
+  // CUDA graph needs fixed addresses: keep the buffers there.
   GradSync(const std::vector<std::pair<std::string, torch::Tensor>>& named_params,
-           std::shared_ptr<Communicator> comm, const DistConfig& config);
+           std::shared_ptr<Communicator> comm, const DistConfig& config, bool keep_buffers = true);
   ~GradSync();  // removes nothing from autograd: hooks become no-ops (see grad_sync.cpp)
   GradSync(const GradSync&) = delete;
   GradSync& operator=(const GradSync&) = delete;
@@ -54,7 +59,7 @@ class GradSync {
   // gradients accumulate in the buffers. Set true before the backward of the last micro-batch.
   void set_sync(bool sync);
   bool sync() const { return sync_; }
-  // Zeroes the bucket buffers in place; grads stay views (use this, not Module::zero_grad or
+  // Zeroes the bucket buffers in place (without buffers: sets grads to undefined); grads stay views (use this, not Module::zero_grad or
   // Optimizer::zero_grad, which set grads to undefined by default). Call after finish() and the
   // optimiser step, before the next backward.
   void zero_grad();
@@ -100,6 +105,7 @@ class GradSync {
   std::shared_ptr<Communicator> comm_;
   bool compress_bf16_;
   bool communicate_;  // world_size > 1
+  bool buffers_;      // buckets allocated, grads are views into them
   bool sync_ = true;
   std::vector<Slot> slots_;
   std::vector<Bucket> buckets_;

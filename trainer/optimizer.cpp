@@ -21,12 +21,10 @@ Optimizer::Optimizer(const OptimConfig& config, const model::NamedTensors& param
   groups_[1].weight_decay = 0.0;
   auto device = params.front().second.device();
   for (const auto& [name, p] : params) {
-    VIT_CHECK(p.grad().defined(), ConfigError, "optimizer: parameter ", name, " has no gradient buffer");
     Group& g = groups_[is_no_decay(name) ? 1 : 0];
     g.names.push_back(name);
     g.params.push_back(p);
-    g.grads.push_back(p.grad());
-    if (flat_grads.empty()) all_grads_.push_back(p.grad());
+    g.grads.emplace_back();  // fetched at every step: .grad() may be a new tensor each step
     if (config.name == "adamw") {
       g.exp_avgs.push_back(torch::zeros_like(p));
       g.exp_avg_sqs.push_back(torch::zeros_like(p));
@@ -35,7 +33,7 @@ Optimizer::Optimizer(const OptimConfig& config, const model::NamedTensors& param
       g.momentum.push_back(torch::zeros_like(p));
     }
   }
-  for (auto& g : flat_grads) all_grads_.push_back(g);
+  flat_grads_ = std::move(flat_grads);
   auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
   lr_ = torch::zeros({}, f32);
   found_inf_ = torch::zeros({}, f32);
@@ -50,6 +48,15 @@ void Optimizer::set_lr(double lr) {
 torch::Tensor Optimizer::step() {
   const double lr = lr_value_;
   torch::NoGradGuard no_grad;
+  // The gradients of this step: views into GradSync's buckets (the same tensors every step) or
+  // autograd's own. A parameter without one (unused this step) takes a zero gradient.
+  all_grads_ = flat_grads_;
+  for (auto& g : groups_) {
+    for (size_t i = 0; i < g.params.size(); ++i) {
+      g.grads[i] = g.params[i].grad().defined() ? g.params[i].grad() : torch::zeros_like(g.params[i]);
+      if (flat_grads_.empty()) all_grads_.push_back(g.grads[i]);
+    }
+  }
   // Global norm over every gradient, computed on the device.
   auto norms = torch::_foreach_norm(all_grads_, 2);
   auto total_norm = torch::linalg_vector_norm(torch::stack(norms), 2);

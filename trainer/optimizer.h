@@ -16,8 +16,8 @@ namespace vit::train {
 
 class Optimizer {
  public:
-  // `params` with their names; each param's .grad() must already be defined (the gradient
-  // synchroniser makes them views into its buckets) and stay the same tensor. `flat_grads`,
+  // `params` with their names; step() takes each param's .grad() as it is then (views into the
+  // gradient synchroniser's buckets, or autograd's own tensors when it keeps none). `flat_grads`,
   // when given, are buffers that hold every gradient and zeros elsewhere (the buckets): the
   // norm and the clipping then run over a few large tensors instead of one per parameter.
   Optimizer(const OptimConfig& config, const model::NamedTensors& params,
@@ -43,7 +43,8 @@ class Optimizer {
   };
   OptimConfig config_;
   std::vector<Group> groups_;
-  std::vector<torch::Tensor> all_grads_;   // what norm and clipping run over
+  std::vector<torch::Tensor> flat_grads_;  // GradSync's bucket buffers, when it keeps them
+  std::vector<torch::Tensor> all_grads_;   // what norm and clipping run over (this step)
   double lr_value_ = 0.0;
   torch::Tensor lr_;        // 0-dim float on the device (CUDA: graph-safe learning rate)
   torch::Tensor found_inf_;  // 0-dim float: 1 when the gradient norm is not finite

@@ -157,7 +157,10 @@ void Trainer::build_model() {
   params_ = model::named_parameters(*model_);
 
   // Gradients as views into communication buckets; the optimiser holds the same views.
-  grad_sync_ = std::make_unique<dist::GradSync>(params_, comm_, config_.distributed);
+  // One process without a CUDA graph: no gradient buckets, grads freed between steps (as
+  // zero_grad(set_to_none=True)), so they take no memory while the forward pass peaks.
+  grad_sync_ = std::make_unique<dist::GradSync>(params_, comm_, config_.distributed,
+                                                /*keep_buffers=*/config_.train.cuda_graph);
   optimizer_ = std::make_unique<Optimizer>(config_.optim, params_, grad_sync_->bucket_buffers());
 
   // Dropout and stochastic depth draw from per-rank streams.

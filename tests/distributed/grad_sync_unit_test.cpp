@@ -116,6 +116,31 @@ TEST(GradSyncViews, GradsAreViewsBeforeAndAfterBackwardAndZeroGrad) {
   for (const auto& b : buffers) EXPECT_EQ(b.abs().sum().item<float>(), 0.0f);
 }
 
+// One process, keep_buffers = false: no buckets; grads are autograd's, freed by zero_grad().
+TEST(GradSyncViews, WithoutBuffersGradsAreFreedBetweenSteps) {
+  torch::manual_seed(3);
+  Net net;
+  auto comm = make_communicator(DistConfig{}, LaunchInfo{}, torch::kCPU);  // world size 1
+  GradSync sync(net.named(), comm, small_buckets(100), /*keep_buffers=*/false);
+  EXPECT_EQ(sync.num_buckets(), 0);
+  EXPECT_TRUE(sync.bucket_buffers().empty());
+  for (const auto& [name, p] : net.named()) EXPECT_FALSE(p.grad().defined()) << name;
+  auto x = torch::randn({5, 4});
+  net.loss(x).backward();
+  sync.finish();
+  const auto first = net.w1.grad().clone();
+  EXPECT_GT(first.abs().sum().item<float>(), 0.0f);
+  sync.zero_grad();
+  for (const auto& [name, p] : net.named()) EXPECT_FALSE(p.grad().defined()) << name;
+  // Accumulation over two micro-batches of the same input: twice the gradient.
+  sync.set_sync(false);
+  net.loss(x).backward();
+  sync.set_sync(true);
+  net.loss(x).backward();
+  sync.finish();
+  EXPECT_TRUE(torch::allclose(net.w1.grad(), 2 * first));
+}
+
 TEST(GradSyncViews, ReplacedGradIsCopiedBackIntoItsView) {
   torch::manual_seed(1);
   Net net;
