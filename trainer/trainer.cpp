@@ -363,7 +363,12 @@ void Trainer::log_train(double elapsed_s) {
   line["img_per_s_per_rank"] = samples / std::max(elapsed_s, 1e-9) / launch_.world_size;
   line["data_wait"] = train_loader_->wait_fraction();
   line["skipped_steps"] = skipped;
-  if (device_.is_cuda()) line["peak_mem_gb"] = peak_memory_bytes(device_) / (1024.0 * 1024.0 * 1024.0);
+  if (device_.is_cuda()) {
+    // Peak of this logging interval (the first one includes start-up and the first step's
+    // workspaces), as torch.cuda.max_memory_allocated after reset_peak_memory_stats.
+    line["peak_mem_gb"] = peak_memory_bytes(device_) / (1024.0 * 1024.0 * 1024.0);
+    reset_peak_memory(device_);
+  }
   metrics_->train(line);
   train_loader_->reset_wait_stats();
   loss_sum_.zero_();
