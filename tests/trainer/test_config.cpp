@@ -102,6 +102,11 @@ TEST(Config, CrossFieldChecks) {
   EXPECT_NE(msg.find("not divisible"), std::string::npos) << msg;
   msg = error_of([&] { load_config(base, {"model.dropout=1.5"}); });
   EXPECT_NE(msg.find("model.dropout"), std::string::npos) << msg;
+  msg = error_of([&] { vit::train::validate_for_world(load_config(base, {"train.attention=flsh"}), 1); });
+  EXPECT_NE(msg.find("train.attention: must be auto, flash, efficient, cudnn or math, got 'flsh'"), std::string::npos)
+      << msg;
+  msg = error_of([&] { vit::train::validate_for_world(load_config(base, {"model.head_init=zeros"}), 1); });
+  EXPECT_NE(msg.find("model.head_init: must be auto, zero or trunc_normal, got 'zeros'"), std::string::npos) << msg;
   // The global batch must divide by world size x micro batch: 384 = 3 x 128 fits 3 ranks, not 2.
   auto config = load_config(base, {"train.global_batch_size=384"});
   EXPECT_NO_THROW(vit::train::validate_for_world(config, 3));
