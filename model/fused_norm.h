@@ -6,7 +6,9 @@
 // backward the cast back, the LayerNorm gradient, the residual gradient sum and the cast of the
 // branch gradient to bf16. Each is a full pass over [B, N, D]. These two functions do the same
 // arithmetic in one pass each way (kernels in fused_norm_kernels.cu); the residual stream stays
-// fp32 as under autocast, the LayerNorm output is the same bf16 values.
+// fp32 as under autocast, the LayerNorm output is the same bf16 values. One difference, with drop
+// path only: the per-sample factor 1/keep is applied in fp32, where the unfused path (and timm
+// under autocast) rounds the mask and the scaled branch to bf16 (1/0.9 -> 1.109375).
 #pragma once
 
 #include <torch/torch.h>

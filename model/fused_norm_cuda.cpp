@@ -27,6 +27,9 @@ variable_list norm_forward(AutogradContext* ctx, const torch::Tensor& residual, 
                            const torch::Tensor& scale, const torch::Tensor& weight, const torch::Tensor& bias,
                            double eps) {
   c10::cuda::CUDAGuard guard(residual.device());
+  // An unused output (the final norm's sum) gets an undefined gradient, not a zero-filled one:
+  // the kernel skips it.
+  ctx->set_materialize_grads(false);
   const int64_t D = residual.size(-1), rows = residual.numel() / D;
   auto x = residual.contiguous();
   auto b = branch.defined() ? branch.contiguous() : branch;

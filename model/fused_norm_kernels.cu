@@ -10,6 +10,8 @@
 
 #include <cuda_bf16.h>
 
+#include <atomic>
+
 namespace vit::model::kernels {
 namespace {
 
@@ -178,19 +180,27 @@ struct ForwardLaunch {
 };
 
 // One full wave: as many blocks as fit on the GPU at once (each loops over rows), no more than
-// there are rows for.
+// there are rows for. The wave size is asked of the driver once per (device, E).
+constexpr int kCachedDevices = 64;
+std::atomic<int> g_wave_cache[kCachedDevices][8];  // [device][E / 4 - 1], 0 = not yet known
+
 struct BackwardBlocks {
   int64_t rows;
   int device;
   int* blocks;
   template <int E>
   cudaError_t operator()() const {
-    int sms = 0, per_sm = 0;
-    cudaError_t status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-    if (status != cudaSuccess) return status;
-    status = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, norm_backward_kernel<E>, kBackwardWarps<E> * 32, 0);
-    if (status != cudaSuccess) return status;
-    const int64_t wave = static_cast<int64_t>(sms) * (per_sm > 0 ? per_sm : 1);
+    std::atomic<int>* cached = device >= 0 && device < kCachedDevices ? &g_wave_cache[device][E / 4 - 1] : nullptr;
+    int64_t wave = cached != nullptr ? cached->load(std::memory_order_relaxed) : 0;
+    if (wave == 0) {
+      int sms = 0, per_sm = 0;
+      cudaError_t status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+      if (status != cudaSuccess) return status;
+      status = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, norm_backward_kernel<E>, kBackwardWarps<E> * 32, 0);
+      if (status != cudaSuccess) return status;
+      wave = static_cast<int64_t>(sms) * (per_sm > 0 ? per_sm : 1);
+      if (cached != nullptr) cached->store(static_cast<int>(wave), std::memory_order_relaxed);
+    }
     const int64_t needed = (rows + kBackwardWarps<E> - 1) / kBackwardWarps<E>;
     *blocks = static_cast<int>(needed < wave ? (needed > 0 ? needed : 1) : wave);
     return cudaSuccess;

@@ -153,6 +153,12 @@ void VisionTransformerImpl::initialise() {
 }
 
 torch::Tensor VisionTransformerImpl::forward_features(const torch::Tensor& images) {
+  // fp32 on every path, as timm under autocast (the fused path's final norm is bf16).
+  auto x = forward_tokens(images);
+  return x.scalar_type() == torch::kBFloat16 ? x.to(torch::kFloat32) : x;
+}
+
+torch::Tensor VisionTransformerImpl::forward_tokens(const torch::Tensor& images) {
   VIT_CHECK(images.dim() == 4 && images.size(1) == config_.channels && images.size(2) == config_.height() &&
                 images.size(3) == config_.width_px(),
             ModelError, "the model expects images [B, ", config_.channels, ", ", config_.height(), ", ",
@@ -206,7 +212,7 @@ torch::Tensor VisionTransformerImpl::forward_fused(torch::Tensor x) {
 }
 
 torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& images) {
-  auto cls = forward_features(images).select(1, 0);  // [B, D], the [CLS] token
+  auto cls = forward_tokens(images).select(1, 0);  // [B, D], the [CLS] token
   if (pre_logits_fc_) cls = torch::tanh(linear(pre_logits_fc_, cls));
   return linear(head_, cls);  // [B, K]
 }

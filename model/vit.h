@@ -75,6 +75,8 @@ class VisionTransformerImpl : public torch::nn::Module {
  private:
   void initialise();
   torch::Tensor embed_patches(const torch::Tensor& images);  // [B, C, H, W] -> [B, N-1, D]
+  // forward_features, but bf16 where the fused path produced bf16 (forward() reads one token).
+  torch::Tensor forward_tokens(const torch::Tensor& images);
   bool use_fused_norm(const torch::Tensor& x) const;
   torch::Tensor forward_fused(torch::Tensor x);  // blocks + final norm with fused_norm.h
 

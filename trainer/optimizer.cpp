@@ -1,5 +1,6 @@
 #include "trainer/optimizer.h"
 
+#include <algorithm>
 #include <map>
 
 #include "core/errors.h"
@@ -92,6 +93,9 @@ torch::Tensor Optimizer::step() {
     }
   }
   sgd_first_step_ = false;
+  // Hold no gradient past the step: without buckets, GradSync::zero_grad() frees them.
+  for (auto& g : groups_) std::fill(g.grads.begin(), g.grads.end(), torch::Tensor());
+  all_grads_.clear();
   return total_norm;
 }
 

@@ -87,7 +87,7 @@ Trainer::Trainer(const Config& config, const dist::LaunchInfo& launch) : config_
   bf16_ = config_.train.precision == "bf16" || (config_.train.precision == "auto" && device_.is_cuda());
   VIT_CHECK(!(bf16_ && device_.is_cpu()), ConfigError,
             "train.precision: bf16 autocast is for GPUs; use auto or fp32 on CPU");
-  model::set_attention_backend(config_.train.attention);
+  if (device_.is_cuda()) model::set_attention_backend(config_.train.attention);
 
   // Communicators, then agree on the config before anything else is collective.
   host_comm_ = dist::make_communicator(config_.distributed, launch_, torch::kCPU);
@@ -407,7 +407,7 @@ EvalResult Trainer::evaluate() {
   Json line = Json::object();
   line["split"] = "eval";
   line["step"] = step_;
-  line["epoch"] = static_cast<double>(step_) / static_cast<double>(steps_per_epoch_);  // epochs trained
+  line["epochs"] = static_cast<double>(step_) / static_cast<double>(steps_per_epoch_);  // epochs trained
   line["loss"] = r.loss;
   line["accuracy"] = r.accuracy;
   line["samples"] = r.samples;

@@ -68,7 +68,7 @@ else:
         for line in metrics.read_text().splitlines():
             d = json.loads(line)
             if d.get("split") == "eval":
-                acc[d["epoch"]] = d["accuracy"]
+                acc[round(d["epochs"], 3)] = d["accuracy"]
 last = acc.get(epochs) or (acc[max(acc)] if acc else None)
 mid = acc.get(epochs // 2)
 print(f"{v:10s} epoch {epochs // 2}: {mid}  epoch {epochs}: {last}  (all: {sorted(acc.items())[-4:]})")

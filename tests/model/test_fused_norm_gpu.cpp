@@ -26,6 +26,7 @@ struct Case {
   int64_t width;
   bool branch;
   bool scale;
+  int64_t batch = 3, tokens = 17;
 };
 
 TEST(FusedNorm, MatchesAtenForwardAndBackward) {
@@ -34,9 +35,12 @@ TEST(FusedNorm, MatchesAtenForwardAndBackward) {
   const auto dev = torch::Device(torch::kCUDA);
   const auto f32 = torch::TensorOptions().device(dev).dtype(torch::kFloat32);
   for (Case c : {Case{64, false, false}, Case{384, true, false}, Case{384, true, true}, Case{500, true, true},
-                 Case{768, true, true}, Case{1024, false, false}, Case{40, true, true}}) {
-    SCOPED_TRACE("width " + std::to_string(c.width) + (c.branch ? " branch" : "") + (c.scale ? " scale" : ""));
-    const int64_t B = 3, N = 17, D = c.width;
+                 Case{768, true, true}, Case{1024, false, false}, Case{40, true, true},
+                 // More rows than one wave of warps: each warp loops over rows and accumulates.
+                 Case{384, true, true, 64, 197}, Case{768, true, false, 64, 197}}) {
+    SCOPED_TRACE("width " + std::to_string(c.width) + (c.branch ? " branch" : "") + (c.scale ? " scale" : "") +
+                 " rows " + std::to_string(c.batch * c.tokens));
+    const int64_t B = c.batch, N = c.tokens, D = c.width;
     torch::nn::LayerNorm norm(torch::nn::LayerNormOptions({D}).eps(1e-6));
     norm->to(dev);
     {
@@ -46,7 +50,8 @@ TEST(FusedNorm, MatchesAtenForwardAndBackward) {
     }
     auto residual = (torch::randn({B, N, D}, f32) * 2 + 0.5).requires_grad_(true);
     auto branch = torch::randn({B, N, D}, f32).to(torch::kBFloat16).requires_grad_(true);
-    auto scale = c.scale ? torch::tensor({0.0f, 1.25f, 1.0f}, f32) : torch::Tensor();
+    auto scale = c.scale ? torch::tensor({0.0f, 1.25f, 1.0f}, f32).repeat({(B + 2) / 3}).narrow(0, 0, B).contiguous()
+                         : torch::Tensor();
     auto grad_normed = torch::randn({B, N, D}, f32).to(torch::kBFloat16);
     auto grad_sum = torch::randn({B, N, D}, f32);
 
