@@ -21,6 +21,8 @@ from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer
 from timm.optim import param_groups_weight_decay
 
+from audit_aug import folder_files  # same folder as this script
+
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
 STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
 
@@ -55,13 +57,9 @@ def permutation(n, key):
 
 
 def folder(root):
-    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-    files, labels = [], []
-    for k, c in enumerate(classes):
-        names = sorted(f for f in os.listdir(os.path.join(root, c)) if f.lower().endswith((".jpg", ".jpeg")))
-        files += [os.path.join(root, c, f) for f in names]
-        labels += [k] * len(names)
-    return files, labels
+    """Sorted-folder ImageFolder listing, as vitrain's (audit_aug.folder_files)."""
+    _, files, labels = folder_files(root)
+    return files, labels.tolist()
 
 
 def main():
