@@ -73,6 +73,12 @@ class Communicator {
   // wait() returns once every rank has called barrier() (blocks the host on every backend).
   virtual std::shared_ptr<Work> barrier() = 0;
 
+  // Bounds work queued so far on the current CUDA stream by the collective timeout, as if it were
+  // a collective: for a replayed CUDA graph that holds captured collectives (the host never
+  // waits for those). NCCL: the watchdog tracks an event recorded now; on timeout it aborts the
+  // job. Other backends run nothing outside their own wait(): a no-op there.
+  virtual void watch_current_stream(const std::string& /*what*/) {}
+
   // Best-effort, non-blocking teardown of in-flight work (ncclCommAbort); afterwards the
   // communicator is unusable. Runtime::abort_job calls it for NCCL communicators.
   virtual void abort() = 0;

@@ -8,6 +8,10 @@
 //   wait(): the caller's current stream waits B; the host does not block (barrier excepted).
 // Bootstrap: rank 0 creates the unique id, MPI broadcasts it (detail::bootstrap_broadcast),
 // every rank calls ncclCommInitRank on the GPU it was given.
+// CUDA graphs: a collective issued while the current stream is being captured is recorded into
+//   the graph (the comm stream joins the capture through event A and leaves it when wait() makes
+//   the capturing stream wait B). Such work is not tracked (replay runs it later; the caller
+//   bounds a replay with watch_current_stream) and its event is never queried.
 // Failure: a Watchdog thread polls B of every in-flight collective and ncclCommGetAsyncError;
 // on timeout or error it logs the operation and rank, aborts the communicator
 // (ncclCommAbort) and ends the job (Runtime::abort_job -> MPI_Abort). Synchronous NCCL errors
@@ -55,6 +59,22 @@ ncclDataType_t nccl_type(torch::ScalarType type) {
   }
 }
 
+bool capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  return cudaStreamIsCapturing(stream, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone;
+}
+
+// The watchdog thread queries events while the training thread may be capturing a CUDA graph in
+// global mode, which forbids such calls on every thread unless the thread opts out (relaxed).
+void relax_capture_mode_of_this_thread() {
+  thread_local bool relaxed = [] {
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    cudaThreadExchangeStreamCaptureMode(&mode);
+    return true;
+  }();
+  (void)relaxed;
+}
+
 ncclRedOp_t nccl_op(ReduceOp op, torch::ScalarType type) {
   switch (op) {
     case ReduceOp::kSum: return type == torch::kBool ? ncclMax : ncclSum;
@@ -71,15 +91,17 @@ class NcclWork : public Work {
  public:
   NcclWork(std::shared_ptr<NcclCommunicator> comm, std::string what,
            std::shared_ptr<c10::cuda::CUDAEvent> done, std::vector<torch::Tensor> keep,
-           std::function<void()> after_wait, bool host_block)
+           std::function<void()> after_wait, bool host_block, bool captured)
       : comm_(std::move(comm)),
         what_(std::move(what)),
         done_(std::move(done)),
         keep_(std::move(keep)),
         after_wait_(std::move(after_wait)),
-        host_block_(host_block) {}
+        host_block_(host_block),
+        captured_(captured) {}
   void wait() override;
-  bool is_completed() override { return done_->query(); }
+  // A captured collective has not run (replay runs it); its event must not be queried.
+  bool is_completed() override { return !captured_ && done_->query(); }
 
  private:
   std::shared_ptr<NcclCommunicator> comm_;
@@ -88,6 +110,7 @@ class NcclWork : public Work {
   std::vector<torch::Tensor> keep_;
   std::function<void()> after_wait_;  // runs once, on the waiting (compute) stream
   bool host_block_;
+  bool captured_;  // issued during CUDA graph capture
   bool waited_ = false;
 };
 
@@ -110,7 +133,11 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
     }
     abort_hook_ = detail::add_abort_hook([this] { abort(); });
     watchdog_ = std::make_unique<Watchdog>(
-        timeout_s_, [this] { return async_error(); },
+        timeout_s_,
+        [this] {
+          relax_capture_mode_of_this_thread();
+          return async_error();
+        },
         [this](const std::string& message) { on_watchdog_failure(message); });
   }
 
@@ -184,6 +211,16 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
     if (!aborted_.exchange(true)) ncclCommAbort(comm_);
   }
 
+  void watch_current_stream(const std::string& what) override {
+    c10::cuda::CUDAGuard device_guard(device_);
+    auto done = std::make_shared<c10::cuda::CUDAEvent>();
+    done->record(c10::cuda::getCurrentCUDAStream(device_.index()));
+    watchdog_->track(what + " " + where(), [done] {
+      relax_capture_mode_of_this_thread();
+      return done->query();
+    });
+  }
+
   std::string where() const {
     return "on rank " + std::to_string(rank_) + " of " + std::to_string(world_size_) + " (" +
            hostname_ + ", " + device_.str() + ") [NCCL " + nccl_version() + "]";
@@ -195,6 +232,9 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
                                 std::function<void()> after_wait, bool host_block, Launch launch) {
     c10::cuda::CUDAGuard device_guard(device_);
     auto compute = c10::cuda::getCurrentCUDAStream(device_.index());
+    const bool captured = capturing(compute.stream());
+    VIT_CHECK(!(captured && host_block), CommError, "NCCL ", what, " ", where(),
+              ": blocks the host, which a CUDA graph capture cannot record");
     c10::cuda::CUDAEvent ready;
     ready.record(compute);
     ready.block(stream_);
@@ -202,12 +242,17 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
       c10::cuda::CUDAStreamGuard guard(stream_);
       check(launch(stream_.stream()), what);
     }
-    for (auto& t : tensors) t.record_stream(stream_);
     auto done = std::make_shared<c10::cuda::CUDAEvent>();
     done->record(stream_);
-    watchdog_->track("NCCL " + what + " " + where(), [done] { return done->query(); });
+    if (!captured) {
+      for (auto& t : tensors) t.record_stream(stream_);
+      watchdog_->track("NCCL " + what + " " + where(), [done] {
+        relax_capture_mode_of_this_thread();
+        return done->query();
+      });
+    }
     return std::make_shared<NcclWork>(shared_from_this(), what, done, std::move(tensors),
-                                      std::move(after_wait), host_block);
+                                      std::move(after_wait), host_block, captured);
   }
 
   std::string describe(const char* op, const torch::Tensor& t, const std::string& extra) {

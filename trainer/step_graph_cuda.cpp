@@ -15,6 +15,12 @@ class CudaStepGraph : public StepGraph {
     VIT_CHECK(device.is_cuda(), ConfigError, "train.cuda_graph: needs a GPU (run.device is ", device.str(), ")");
     c10::cuda::CUDAGuard device_guard(device);
     auto current = c10::cuda::getCurrentCUDAStream(device.index());
+    if (current != c10::cuda::getDefaultCUDAStream(device.index())) {
+      graph_.capture_begin();  // on the current stream: the one autograd's hooks also use
+      step();
+      graph_.capture_end();
+      return;
+    }
     auto side = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
     at::cuda::CUDAEvent before, after;
     before.record(current);  // capture sees every tensor the eager warm-up produced
@@ -36,6 +42,17 @@ class CudaStepGraph : public StepGraph {
 };
 
 }  // namespace
+
+void use_capture_stream(const torch::Device& device) {
+  VIT_CHECK(device.is_cuda(), ConfigError, "train.cuda_graph: needs a GPU (run.device is ", device.str(), ")");
+  c10::cuda::CUDAGuard device_guard(device);
+  // A stream of our own: the pool hands its streams out round-robin (data copies take one per
+  // batch), so a pool stream would now and then serialise them with the step. Lives as long as
+  // the process.
+  cudaStream_t stream = nullptr;
+  C10_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  c10::cuda::setCurrentCUDAStream(c10::cuda::getStreamFromExternal(stream, device.index()));
+}
 
 std::unique_ptr<StepGraph> capture_step_graph(const std::function<void()>& step, const torch::Device& device) {
   return std::make_unique<CudaStepGraph>(step, device);

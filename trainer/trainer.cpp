@@ -88,6 +88,17 @@ Trainer::Trainer(const Config& config, const dist::LaunchInfo& launch) : config_
   VIT_CHECK(!(bf16_ && device_.is_cpu()), ConfigError,
             "train.precision: bf16 autocast is for GPUs; use auto or fp32 on CPU");
   if (device_.is_cuda()) model::set_attention_backend(config_.train.attention);
+  if (config_.train.cuda_graph) {
+    VIT_CHECK(device_.is_cuda(), ConfigError, "train.cuda_graph: needs a GPU; this rank trains on ", device_.str(),
+              "; set train.cuda_graph: false");
+    VIT_CHECK(accumulation_ == 1, ConfigError,
+              "train.cuda_graph: gradient accumulation is not captured; set train.global_batch_size to "
+              "micro_batch_size x world size or turn the graph off");
+    // Before anything touches the GPU: model, gradient hooks, data and capture share one stream.
+    use_capture_stream(device_);
+    // Cached autocast casts would be freed when the autocast region ends, under the graph's feet.
+    at::autocast::set_autocast_cache_enabled(false);
+  }
 
   // Communicators, then agree on the config before anything else is collective.
   host_comm_ = dist::make_communicator(config_.distributed, launch_, torch::kCPU);
@@ -133,17 +144,6 @@ Trainer::Trainer(const Config& config, const dist::LaunchInfo& launch) : config_
   sample_count_ = torch::zeros({}, f32);
   grad_norm_ = torch::zeros({}, f32);
 
-  if (config_.train.cuda_graph) {
-    VIT_CHECK(device_.is_cuda(), ConfigError, "train.cuda_graph: needs a GPU; this rank trains on ", device_.str(),
-              "; set train.cuda_graph: false");
-    VIT_CHECK(accumulation_ == 1, ConfigError,
-              "train.cuda_graph: gradient accumulation is not captured; set train.global_batch_size to "
-              "micro_batch_size x world size or turn the graph off");
-    VIT_CHECK(launch_.world_size == 1, ConfigError,
-              "train.cuda_graph: captured all-reduce is not supported yet; use it on one GPU per job");
-    // Cached autocast casts would be freed when the autocast region ends, under the graph's feet.
-    at::autocast::set_autocast_cache_enabled(false);
-  }
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGUSR1, on_stop_signal);
 }
@@ -332,16 +332,18 @@ void Trainer::graph_step() {
     forward_backward(static_batch_, 1.0);
     optimise();
   };
-  if (graph_) {
-    graph_->replay();
-  } else if (graph_warmup_steps_ < kGraphWarmupSteps) {
+  if (!graph_ && graph_warmup_steps_ < kGraphWarmupSteps) {
     body();  // eager warm-up steps are real training steps
     ++graph_warmup_steps_;
-  } else {
+    return;
+  }
+  if (!graph_) {
     graph_ = capture_step_graph(body, device_);
-    graph_->replay();
     metrics_->message(str("captured the training step as a CUDA graph at step ", step_ + 1));
   }
+  graph_->replay();
+  // Captured all-reduces are bounded by the collective timeout like eager ones.
+  if (launch_.world_size > 1) comm_->watch_current_stream(str("CUDA graph replay of step ", step_ + 1));
 }
 
 void Trainer::log_train(double elapsed_s) {

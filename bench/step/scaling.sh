@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Weak scaling on the GPUs of one host (per-GPU batch fixed): vitrain over NCCL against PyTorch
 # DDP under torchrun, 1 -> 2 -> ... GPUs, plus the overlap check (one bucket = all-reduce after
-# backward, vs 25 MB buckets overlapped with it).
+# backward, vs 25 MB buckets overlapped with it). vitrain runs with and without the CUDA graph
+# (GRAPH=off|on|auto, default auto = both).
 #   bench/step/scaling.sh "1 2 4" c32_w512,vit_b16 [OUT_DIR]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,7 +12,7 @@ out=${3:-runs/bench}
 mkdir -p "$out"
 export NCCL_NVLS_ENABLE=0
 for g in $gpus_list; do
-  python3 bench/step/run.py --gpus "$g" --shapes "$shapes" --modes eager --graph off --json "$out/scaling_$g.json"
+  python3 bench/step/run.py --gpus "$g" --shapes "$shapes" --modes eager --graph "${GRAPH:-auto}" --json "$out/scaling_$g.json"
 done
 g=$(echo $gpus_list | awk '{print $NF}')
 echo "== overlap, $g GPUs, vit_b16: one bucket (communication after backward)"
