@@ -339,6 +339,7 @@ void Trainer::graph_step() {
   }
   if (!graph_) {
     graph_ = capture_step_graph(body, device_);
+    graph_peak_bytes_ = peak_memory_bytes(device_);
     metrics_->message(str("captured the training step as a CUDA graph at step ", step_ + 1));
   }
   graph_->replay();
@@ -367,8 +368,10 @@ void Trainer::log_train(double elapsed_s) {
   line["skipped_steps"] = skipped;
   if (device_.is_cuda()) {
     // Peak of this logging interval (the first one includes start-up and the first step's
-    // workspaces), as torch.cuda.max_memory_allocated after reset_peak_memory_stats.
-    line["peak_mem_gb"] = peak_memory_bytes(device_) / (1024.0 * 1024.0 * 1024.0);
+    // workspaces), as torch.cuda.max_memory_allocated after reset_peak_memory_stats; with a
+    // CUDA graph, at least the peak up to its capture (its pool holds that memory for good).
+    const auto peak = std::max(peak_memory_bytes(device_), graph_peak_bytes_);
+    line["peak_mem_gb"] = peak / (1024.0 * 1024.0 * 1024.0);
     reset_peak_memory(device_);
   }
   metrics_->train(line);

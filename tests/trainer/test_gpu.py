@@ -11,6 +11,7 @@ import pytest
 
 from vitrun import kill_job, metrics, run, sets, start, wait_for
 
+CONFIG = ["--config", "configs/quickstart.yaml"]
 # fp32, no dropout or drop path (their random streams are not meant to match between the eager
 # and the captured step), synthetic data on the GPU.
 SMALL = [
@@ -38,7 +39,7 @@ def needs_gpus(n):
 
 def train_losses(tmp_path, name, graph, np, steps=12, extra=()):
     run_dir = tmp_path / name
-    args = sets(SMALL + [f"run.dir={run_dir}", f"train.steps={steps}", f"train.cuda_graph={str(graph).lower()}",
+    args = CONFIG + sets(SMALL + [f"run.dir={run_dir}", f"train.steps={steps}", f"train.cuda_graph={str(graph).lower()}",
                          f"train.global_batch_size={64 * np}"] + list(extra))
     proc = run(args, np=np)
     losses = [l["loss"] for l in metrics(run_dir)]
@@ -78,7 +79,7 @@ def test_stopped_rank_during_graph_replay_ends_the_job(tmp_path):
     timeout_s = 10
     run_dir = tmp_path / "hang"
     log = tmp_path / "hang.log"
-    args = sets(SMALL + [f"run.dir={run_dir}", "train.steps=1000000", "train.cuda_graph=true",
+    args = CONFIG + sets(SMALL + [f"run.dir={run_dir}", "train.steps=1000000", "train.cuda_graph=true",
                          "train.global_batch_size=128", "logging.every_steps=200",
                          f"distributed.timeout_s={timeout_s}"])
     proc = start(args, np=2, log=log)
