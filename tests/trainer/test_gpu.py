@@ -91,7 +91,11 @@ def test_stopped_rank_during_graph_replay_ends_the_job(tmp_path):
         assert len(ranks) == 2, f"expected 2 rank processes under mpirun, found {ranks}"
         stopped = time.time()
         subprocess.run(["kill", "-STOP", ranks[-1]], check=True)
-        rc = proc.wait(timeout=timeout_s + 60)
+        print(f"stopped pid {ranks[-1]} of {ranks}", flush=True)
+        try:
+            rc = proc.wait(timeout=timeout_s + 60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the job still runs {timeout_s + 60} s after a rank stopped:\n" + log.read_text())
         elapsed = time.time() - stopped
     finally:
         if proc.poll() is None:
