@@ -14,7 +14,9 @@
 //   bounds a replay with watch_current_stream) and its event is never queried.
 // Failure: a Watchdog thread polls B of every in-flight collective and ncclCommGetAsyncError;
 // on timeout or error it logs the operation and rank, aborts the communicator
-// (ncclCommAbort) and ends the job (Runtime::abort_job -> MPI_Abort). Synchronous NCCL errors
+// (ncclCommAbort) and ends the job (Runtime::abort_job -> MPI_Abort). When that poll itself
+// blocks (the device is stuck and the host waits in a launch), the watchdog's guard thread
+// ends the job without ncclCommAbort. Synchronous NCCL errors
 // throw CommError with the operation, rank and NCCL version.
 #include <nccl.h>
 
@@ -138,7 +140,8 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
           relax_capture_mode_of_this_thread();
           return async_error();
         },
-        [this](const std::string& message) { on_watchdog_failure(message); });
+        [this](const std::string& message) { on_watchdog_failure(message); }, std::chrono::milliseconds(100),
+        [this](const std::string& message) { on_device_stuck(message); });
   }
 
   ~NcclCommunicator() override {
@@ -290,6 +293,13 @@ class NcclCommunicator : public Communicator, public std::enable_shared_from_thi
     log_error(message, "; aborting the NCCL communicator and the job");
     abort();
     Runtime::abort_job(1);
+  }
+
+  // Guard thread: the watchdog itself is stuck in a device query, so the device is stuck too and
+  // ncclCommAbort could wait on it: end the job without touching the device.
+  void on_device_stuck(const std::string& message) {
+    log_error("NCCL ", where(), ": ", message, "; ending the job");
+    Runtime::abort_job(1, /*abort_communicators=*/false);
   }
 
   int rank_;

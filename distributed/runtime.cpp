@@ -90,9 +90,9 @@ Runtime::~Runtime() {
   }
 }
 
-void Runtime::abort_job(int code) {
+void Runtime::abort_job(int code, bool abort_communicators) {
   std::vector<std::function<void()>> to_run;
-  {
+  if (abort_communicators) {
     // try_lock: abort may be called while another thread holds the lock and is itself stuck.
     std::unique_lock<std::mutex> lock(hooks_mutex(), std::try_to_lock);
     for (auto& [id, hook] : hooks()) to_run.push_back(hook);

@@ -40,7 +40,9 @@ class Runtime {
   // Ends the whole job: aborts every live NCCL communicator (so no peer blocks in a kernel),
   // flushes stdout/stderr, then MPI_Abort(MPI_COMM_WORLD, code), which makes mpirun kill every
   // process. Safe from any thread; without MPI it exits this process with `code`.
-  [[noreturn]] static void abort_job(int code);
+  // abort_communicators = false skips the first step: for a thread that found the device stuck,
+  // where ncclCommAbort could wait on it too.
+  [[noreturn]] static void abort_job(int code, bool abort_communicators = true);
 
  private:
   LaunchInfo info_;

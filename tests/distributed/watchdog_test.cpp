@@ -1,5 +1,6 @@
 // Watchdog: completed work is dropped; stuck work is reported once, after the timeout and not
-// long after; asynchronous errors are reported.
+// long after; asynchronous errors are reported; a completion query that itself blocks is
+// reported by the guard thread.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -55,6 +56,38 @@ TEST(Watchdog, ReportsAsyncError) {
   std::this_thread::sleep_for(100ms);
   EXPECT_EQ(failures, 1);
   EXPECT_NE(message.find("remote process exited"), std::string::npos);
+}
+
+TEST(Watchdog, GuardReportsAQueryThatBlocks) {
+  std::atomic<int> failures{0}, blocked{0};
+  std::string message;
+  std::atomic<double> reported_after{0.0};
+  const auto start = std::chrono::steady_clock::now();
+  std::atomic<bool> release{false};
+  {
+    Watchdog dog(
+        0.3, nullptr, [&](const std::string&) { ++failures; }, 10ms,
+        [&](const std::string& m) {
+          message = m;
+          reported_after = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+          ++blocked;
+        });
+    // As cudaEventQuery waiting on the driver while another thread waits in a launch.
+    dog.track("CUDA graph replay of step 9", [&] {
+      while (!release) std::this_thread::sleep_for(1ms);
+      return false;
+    });
+    std::this_thread::sleep_for(800ms);
+    EXPECT_EQ(blocked, 1);
+    EXPECT_EQ(failures, 0);
+    EXPECT_TRUE(dog.failed());
+    EXPECT_GE(reported_after, 0.3);
+    EXPECT_LT(reported_after, 0.6);
+    EXPECT_NE(message.find("CUDA graph replay of step 9"), std::string::npos) << message;
+    EXPECT_NE(message.find("blocked"), std::string::npos) << message;
+    release = true;  // lets the destructor join the watchdog thread
+  }
+  EXPECT_EQ(failures, 0);  // reported once, by the guard only
 }
 
 }  // namespace

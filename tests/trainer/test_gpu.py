@@ -103,4 +103,4 @@ def test_stopped_rank_during_graph_replay_ends_the_job(tmp_path):
     out = log.read_text()
     assert rc != 0, out
     assert elapsed < timeout_s + 40, f"took {elapsed:.0f} s to end the job:\n{out}"
-    assert "did not complete within" in out or "timed out after" in out, out
+    assert any(s in out for s in ("did not complete within", "timed out after", "has itself blocked")), out
