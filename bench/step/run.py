@@ -48,7 +48,11 @@ def pytorch(shape, mode, gpus):
 def vitrain(binary, shape, gpus, extra, graph=False):
     config = ROOT / f"bench/step/configs/{shape}.yaml"
     run_dir = tempfile.mkdtemp(prefix=f"vitrain-bench-{shape}-")
-    extra = list(extra) + [f"train.cuda_graph={'true' if graph else 'false'}"]
+    micro = int(re.search(r"micro_batch_size: (\d+)", config.read_text()).group(1))
+    # One batch per rank resident on the GPU (the PyTorch reference holds one batch too), and a
+    # data set that fills any number of GPUs.
+    extra = [f"data.synthetic_train_size={micro * gpus}", f"data.synthetic_eval_size={32 * gpus}"] + list(extra)
+    extra += [f"train.cuda_graph={'true' if graph else 'false'}"]
     args = [binary, "--config", str(config), "--set", f"run.dir={run_dir}"] + sum((["--set", e] for e in extra), [])
     dry = sh([binary, "--config", str(config), "--dry-run"])
     flops = float(re.search(r"training FLOPs per image \(3x forward\): ([0-9.e+]+)", dry.stdout).group(1))
@@ -60,7 +64,7 @@ def vitrain(binary, shape, gpus, extra, graph=False):
     lines = [json.loads(l) for l in Path(run_dir, "metrics.jsonl").read_text().splitlines()]
     train = [l for l in lines if l["split"] == "train" and l["step"] > WARMUP_STEPS]
     img_s = statistics.median(l["img_per_s"] for l in train)
-    batch = int(re.search(r"micro_batch_size: (\d+)", config.read_text()).group(1)) * gpus
+    batch = micro * gpus
     return {"impl": "vitrain" + ("-nccl" if gpus > 1 else "") + ("-cudagraph" if graph else ""), "shape": shape, "gpus": gpus, "img_per_s": img_s,
             "step_ms": 1000 * batch / img_s, "peak_mem_gb": max(l.get("peak_mem_gb", 0) for l in train),
             "data_wait": statistics.median(l["data_wait"] for l in train)}, flops
