@@ -73,9 +73,6 @@ std::vector<torch::Tensor> norm_backward(AutogradContext* ctx, torch::Tensor gra
   auto grad_res = grad_sum.defined() ? grad_sum.to(torch::kFloat32).contiguous() : torch::Tensor();
   auto grad_x = torch::empty_like(x);
   auto grad_branch = has_branch ? torch::empty(x.sizes(), x.options().dtype(torch::kBFloat16)) : torch::Tensor();
-  int blocks = 0;
-  check_cuda(kernels::norm_backward_blocks(rows, D, x.get_device(), &blocks), "backward grid");
-  auto partial = torch::empty({2, blocks, D}, x.options());
   kernels::NormBackwardArgs args{ptr<const uint16_t>(grad_normed),
                                  ptr<const float>(grad_res),
                                  ptr<const float>(x),
@@ -85,11 +82,16 @@ std::vector<torch::Tensor> norm_backward(AutogradContext* ctx, torch::Tensor gra
                                  ptr<const float>(scale),
                                  ptr<float>(grad_x),
                                  ptr<uint16_t>(grad_branch),
-                                 ptr<float>(partial[0]),
-                                 ptr<float>(partial[1]),
+                                 nullptr,
+                                 nullptr,
                                  rows,
                                  D,
                                  has_branch ? x.size(1) : 1};
+  int blocks = 0;
+  check_cuda(kernels::norm_backward_blocks(args, x.get_device(), &blocks), "backward grid");
+  auto partial = torch::empty({2, blocks, D}, x.options());
+  args.weight_partial = ptr<float>(partial[0]);
+  args.bias_partial = ptr<float>(partial[1]);
   if (rows == 0) partial.zero_();
   check_cuda(kernels::launch_norm_backward(args, blocks, at::cuda::getCurrentCUDAStream()), "backward");
   auto sums = partial.sum(1);  // [2, D]

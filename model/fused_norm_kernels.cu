@@ -1,7 +1,7 @@
 // Residual add (+ per-sample drop-path scale) + LayerNorm + bf16 output in one pass, and its
 // backward (LayerNorm gradient + the residual gradient + the bf16 branch gradient + per-block
-// weight/bias partial sums) in one pass. One warp per row; lane l holds columns l, l + 32, ...
-// so every load and store of a warp is one contiguous 128-byte (fp32) or 64-byte (bf16) line.
+// weight/bias partial sums) in one pass. One warp per row, the row in registers; widths that are
+// a multiple of 128 move 4 columns per lane per access (see column()), others one.
 //
 // Numerics: fp32 throughout, two-pass mean / variance over the row held in registers, output
 // rounded to bf16 (round to nearest even) once, the same values ATen's add -> layer_norm -> cast
@@ -31,46 +31,118 @@ __device__ __forceinline__ float warp_sum(float x) {
 
 constexpr int kForwardWarps = 4;
 
+// Which columns a lane holds. Scalar layout (V = false): element i is column lane + 32 i, so a
+// warp's access is one contiguous line per i. Vector layout (V = true, D a multiple of 128 and
+// every pointer aligned): elements 4g..4g+3 are columns 128 g + 4 lane + 0..3, so a lane moves
+// them with one 16-byte (fp32) or 8-byte (bf16) access: a quarter of the instructions.
+template <bool V>
+__device__ __forceinline__ int64_t column(int lane, int i) {
+  return V ? (i >> 2) * 128 + lane * 4 + (i & 3) : lane + 32 * i;
+}
+
+template <int E, bool V>
+__device__ __forceinline__ void load_f32(const float* __restrict__ p, int64_t D, int lane, float (&v)[E]) {
+  if constexpr (V) {
+#pragma unroll
+    for (int g = 0; g < E / 4; ++g) {
+      float4 q = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (g * 128 < D) q = *reinterpret_cast<const float4*>(p + g * 128 + lane * 4);
+      v[4 * g] = q.x, v[4 * g + 1] = q.y, v[4 * g + 2] = q.z, v[4 * g + 3] = q.w;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < E; ++i) v[i] = lane + 32 * i < D ? p[lane + 32 * i] : 0.f;
+  }
+}
+
+template <int E, bool V>
+__device__ __forceinline__ void load_bf16(const uint16_t* __restrict__ p, int64_t D, int lane, float (&v)[E]) {
+  if constexpr (V) {
+#pragma unroll
+    for (int g = 0; g < E / 4; ++g) {
+      uint2 q = make_uint2(0u, 0u);
+      if (g * 128 < D) q = *reinterpret_cast<const uint2*>(p + g * 128 + lane * 4);
+      v[4 * g] = bf16_to_float(static_cast<uint16_t>(q.x & 0xffffu));
+      v[4 * g + 1] = bf16_to_float(static_cast<uint16_t>(q.x >> 16));
+      v[4 * g + 2] = bf16_to_float(static_cast<uint16_t>(q.y & 0xffffu));
+      v[4 * g + 3] = bf16_to_float(static_cast<uint16_t>(q.y >> 16));
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < E; ++i) v[i] = lane + 32 * i < D ? bf16_to_float(p[lane + 32 * i]) : 0.f;
+  }
+}
+
+template <int E, bool V>
+__device__ __forceinline__ void store_f32(float* __restrict__ p, int64_t D, int lane, const float (&v)[E]) {
+  if constexpr (V) {
+#pragma unroll
+    for (int g = 0; g < E / 4; ++g) {
+      if (g * 128 < D) {
+        *reinterpret_cast<float4*>(p + g * 128 + lane * 4) = make_float4(v[4 * g], v[4 * g + 1], v[4 * g + 2], v[4 * g + 3]);
+      }
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      if (lane + 32 * i < D) p[lane + 32 * i] = v[i];
+    }
+  }
+}
+
+template <int E, bool V>
+__device__ __forceinline__ void store_bf16(uint16_t* __restrict__ p, int64_t D, int lane, const float (&v)[E]) {
+  if constexpr (V) {
+#pragma unroll
+    for (int g = 0; g < E / 4; ++g) {
+      if (g * 128 < D) {
+        const uint32_t lo = float_to_bf16(v[4 * g]) | (static_cast<uint32_t>(float_to_bf16(v[4 * g + 1])) << 16);
+        const uint32_t hi = float_to_bf16(v[4 * g + 2]) | (static_cast<uint32_t>(float_to_bf16(v[4 * g + 3])) << 16);
+        *reinterpret_cast<uint2*>(p + g * 128 + lane * 4) = make_uint2(lo, hi);
+      }
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      if (lane + 32 * i < D) p[lane + 32 * i] = float_to_bf16(v[i]);
+    }
+  }
+}
+
 // E: columns per lane (D <= 32 * E).
-template <int E>
+template <int E, bool V>
 __global__ void __launch_bounds__(kForwardWarps * 32) norm_forward_kernel(NormForwardArgs a) {
   const int lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kForwardWarps + (threadIdx.x >> 5);
   if (row >= a.rows) return;
   const int64_t D = a.width, off = row * D;
-  const float scale = (a.branch != nullptr && a.sample_scale != nullptr) ? a.sample_scale[row / a.tokens] : 1.f;
   float v[E];
+  load_f32<E, V>(a.residual + off, D, lane, v);
+  if (a.branch != nullptr) {
+    const float scale = a.sample_scale != nullptr ? a.sample_scale[row / a.tokens] : 1.f;
+    float b[E];
+    load_bf16<E, V>(a.branch + off, D, lane, b);
+#pragma unroll
+    for (int i = 0; i < E; ++i) v[i] += b[i] * scale;  // padding stays 0
+    store_f32<E, V>(a.residual_out + off, D, lane, v);
+  }
   float sum = 0.f;
 #pragma unroll
-  for (int i = 0; i < E; ++i) {
-    const int64_t c = lane + 32 * i;
-    float x = 0.f;
-    if (c < D) {
-      x = a.residual[off + c];
-      if (a.branch != nullptr) {
-        x += bf16_to_float(a.branch[off + c]) * scale;
-        a.residual_out[off + c] = x;
-      }
-    }
-    v[i] = x;
-    sum += x;
-  }
+  for (int i = 0; i < E; ++i) sum += v[i];
   const float mean = warp_sum(sum) / static_cast<float>(D);
   float sq = 0.f;
 #pragma unroll
   for (int i = 0; i < E; ++i) {
-    const int64_t c = lane + 32 * i;
-    if (c < D) {
-      const float d = v[i] - mean;
-      sq += d * d;
-    }
+    const float d = column<V>(lane, i) < D ? v[i] - mean : 0.f;
+    sq += d * d;
   }
   const float rstd = rsqrtf(warp_sum(sq) / static_cast<float>(D) + a.eps);
+  float w[E], b[E];
+  load_f32<E, V>(a.weight, D, lane, w);
+  load_f32<E, V>(a.bias, D, lane, b);
 #pragma unroll
-  for (int i = 0; i < E; ++i) {
-    const int64_t c = lane + 32 * i;
-    if (c < D) a.normed[off + c] = float_to_bf16((v[i] - mean) * rstd * a.weight[c] + a.bias[c]);
-  }
+  for (int i = 0; i < E; ++i) v[i] = (v[i] - mean) * rstd * w[i] + b[i];
+  store_bf16<E, V>(a.normed + off, D, lane, v);
   if (lane == 0) {
     a.mean[row] = mean;
     a.rstd[row] = rstd;
@@ -81,13 +153,13 @@ __global__ void __launch_bounds__(kForwardWarps * 32) norm_forward_kernel(NormFo
 template <int E>
 constexpr int kBackwardWarps = E > 16 ? 4 : 8;
 
-template <int E>
+template <int E, bool V>
 __global__ void __launch_bounds__(kBackwardWarps<E> * 32) norm_backward_kernel(NormBackwardArgs a) {
   constexpr int kWarps = kBackwardWarps<E>;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t D = a.width;
   const float inv_d = 1.f / static_cast<float>(D);
-  float dw[E], db[E];
+  float dw[E], db[E], weight[E];
 #pragma unroll
   for (int i = 0; i < E; ++i) dw[i] = db[i] = 0.f;
 
@@ -95,35 +167,39 @@ __global__ void __launch_bounds__(kBackwardWarps<E> * 32) norm_backward_kernel(N
        row += static_cast<int64_t>(gridDim.x) * kWarps) {
     const int64_t off = row * D;
     const float mean = a.mean[row], rstd = a.rstd[row];
-    float xhat[E], g[E];
+    float dy[E], xhat[E], g[E];
+    load_bf16<E, V>(a.grad_normed + off, D, lane, dy);
+    load_f32<E, V>(a.x + off, D, lane, xhat);
+    // Reloaded per row (an L1 hit): held across rows it would cost occupancy. Padding columns
+    // load weight 0, so g = 0 there.
+    load_f32<E, V>(a.weight, D, lane, weight);
     float s1 = 0.f, s2 = 0.f;
 #pragma unroll
     for (int i = 0; i < E; ++i) {
-      const int64_t c = lane + 32 * i;
-      xhat[i] = g[i] = 0.f;
-      if (c < D) {
-        const float dy = bf16_to_float(a.grad_normed[off + c]);
-        xhat[i] = (a.x[off + c] - mean) * rstd;
-        g[i] = dy * a.weight[c];
-        s1 += g[i];
-        s2 += g[i] * xhat[i];
-        dw[i] += dy * xhat[i];
-        db[i] += dy;
-      }
+      xhat[i] = column<V>(lane, i) < D ? (xhat[i] - mean) * rstd : 0.f;
+      g[i] = dy[i] * weight[i];
+      s1 += g[i];
+      s2 += g[i] * xhat[i];
+      dw[i] += dy[i] * xhat[i];
+      db[i] += dy[i];
     }
     s1 = warp_sum(s1) * inv_d;
     s2 = warp_sum(s2) * inv_d;
-    const float scale =
-        (a.grad_branch != nullptr && a.sample_scale != nullptr) ? a.sample_scale[row / a.tokens] : 1.f;
+    float dx[E];
+    if (a.grad_residual != nullptr) {
+      load_f32<E, V>(a.grad_residual + off, D, lane, dx);
+    } else {
 #pragma unroll
-    for (int i = 0; i < E; ++i) {
-      const int64_t c = lane + 32 * i;
-      if (c < D) {
-        float dx = rstd * (g[i] - s1 - xhat[i] * s2);
-        if (a.grad_residual != nullptr) dx += a.grad_residual[off + c];
-        a.grad_x[off + c] = dx;
-        if (a.grad_branch != nullptr) a.grad_branch[off + c] = float_to_bf16(dx * scale);
-      }
+      for (int i = 0; i < E; ++i) dx[i] = 0.f;
+    }
+#pragma unroll
+    for (int i = 0; i < E; ++i) dx[i] += rstd * (g[i] - s1 - xhat[i] * s2);
+    store_f32<E, V>(a.grad_x + off, D, lane, dx);
+    if (a.grad_branch != nullptr) {
+      const float scale = a.sample_scale != nullptr ? a.sample_scale[row / a.tokens] : 1.f;
+#pragma unroll
+      for (int i = 0; i < E; ++i) dx[i] *= scale;
+      store_bf16<E, V>(a.grad_branch + off, D, lane, dx);
     }
   }
 
@@ -131,8 +207,8 @@ __global__ void __launch_bounds__(kBackwardWarps<E> * 32) norm_backward_kernel(N
   __shared__ float shared[2][kWarps][32 * E];
 #pragma unroll
   for (int i = 0; i < E; ++i) {
-    shared[0][warp][32 * i + lane] = dw[i];
-    shared[1][warp][32 * i + lane] = db[i];
+    shared[0][warp][column<V>(lane, i)] = dw[i];  // column < 32 E in both layouts
+    shared[1][warp][column<V>(lane, i)] = db[i];
   }
   __syncthreads();
   for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
@@ -147,16 +223,37 @@ __global__ void __launch_bounds__(kBackwardWarps<E> * 32) norm_backward_kernel(N
   }
 }
 
+// The vector layout needs whole 128-column groups and aligned rows.
+bool aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+bool vector_layout(const NormForwardArgs& a) {
+  return a.width % 128 == 0 && aligned(a.residual, 16) && aligned(a.branch, 8) && aligned(a.weight, 16) &&
+         aligned(a.bias, 16) && aligned(a.residual_out, 16) && aligned(a.normed, 8);
+}
+
+bool vector_layout(const NormBackwardArgs& a) {
+  return a.width % 128 == 0 && aligned(a.grad_normed, 8) && aligned(a.grad_residual, 16) && aligned(a.x, 16) &&
+         aligned(a.weight, 16) && aligned(a.grad_x, 16) && aligned(a.grad_branch, 8);
+}
+
 template <int E>
 cudaError_t forward_with(const NormForwardArgs& a, cudaStream_t stream) {
   const int64_t blocks = (a.rows + kForwardWarps - 1) / kForwardWarps;
-  norm_forward_kernel<E><<<static_cast<unsigned>(blocks), kForwardWarps * 32, 0, stream>>>(a);
+  if (vector_layout(a)) {
+    norm_forward_kernel<E, true><<<static_cast<unsigned>(blocks), kForwardWarps * 32, 0, stream>>>(a);
+  } else {
+    norm_forward_kernel<E, false><<<static_cast<unsigned>(blocks), kForwardWarps * 32, 0, stream>>>(a);
+  }
   return cudaGetLastError();
 }
 
 template <int E>
 cudaError_t backward_with(const NormBackwardArgs& a, int blocks, cudaStream_t stream) {
-  norm_backward_kernel<E><<<blocks, kBackwardWarps<E> * 32, 0, stream>>>(a);
+  if (vector_layout(a)) {
+    norm_backward_kernel<E, true><<<blocks, kBackwardWarps<E> * 32, 0, stream>>>(a);
+  } else {
+    norm_backward_kernel<E, false><<<blocks, kBackwardWarps<E> * 32, 0, stream>>>(a);
+  }
   return cudaGetLastError();
 }
 
@@ -180,28 +277,35 @@ struct ForwardLaunch {
 };
 
 // One full wave: as many blocks as fit on the GPU at once (each loops over rows), no more than
-// there are rows for. The wave size is asked of the driver once per (device, E).
+// there are rows for. The wave size is asked of the driver once per (device, E, layout).
 constexpr int kCachedDevices = 64;
-std::atomic<int> g_wave_cache[kCachedDevices][8];  // [device][E / 4 - 1], 0 = not yet known
+std::atomic<int> g_wave_cache[kCachedDevices][8][2];  // [device][E / 4 - 1][vector], 0 = not yet known
+
+template <int E, bool V>
+int64_t backward_wave(int device, cudaError_t* status) {
+  std::atomic<int>* cached = device >= 0 && device < kCachedDevices ? &g_wave_cache[device][E / 4 - 1][V] : nullptr;
+  int64_t wave = cached != nullptr ? cached->load(std::memory_order_relaxed) : 0;
+  if (wave != 0) return wave;
+  int sms = 0, per_sm = 0;
+  *status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (*status != cudaSuccess) return 0;
+  *status = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, norm_backward_kernel<E, V>, kBackwardWarps<E> * 32, 0);
+  if (*status != cudaSuccess) return 0;
+  wave = static_cast<int64_t>(sms) * (per_sm > 0 ? per_sm : 1);
+  if (cached != nullptr) cached->store(static_cast<int>(wave), std::memory_order_relaxed);
+  return wave;
+}
 
 struct BackwardBlocks {
-  int64_t rows;
+  const NormBackwardArgs& a;
   int device;
   int* blocks;
   template <int E>
   cudaError_t operator()() const {
-    std::atomic<int>* cached = device >= 0 && device < kCachedDevices ? &g_wave_cache[device][E / 4 - 1] : nullptr;
-    int64_t wave = cached != nullptr ? cached->load(std::memory_order_relaxed) : 0;
-    if (wave == 0) {
-      int sms = 0, per_sm = 0;
-      cudaError_t status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-      if (status != cudaSuccess) return status;
-      status = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, norm_backward_kernel<E>, kBackwardWarps<E> * 32, 0);
-      if (status != cudaSuccess) return status;
-      wave = static_cast<int64_t>(sms) * (per_sm > 0 ? per_sm : 1);
-      if (cached != nullptr) cached->store(static_cast<int>(wave), std::memory_order_relaxed);
-    }
-    const int64_t needed = (rows + kBackwardWarps<E> - 1) / kBackwardWarps<E>;
+    cudaError_t status = cudaSuccess;
+    const int64_t wave = vector_layout(a) ? backward_wave<E, true>(device, &status) : backward_wave<E, false>(device, &status);
+    if (status != cudaSuccess) return status;
+    const int64_t needed = (a.rows + kBackwardWarps<E> - 1) / kBackwardWarps<E>;
     *blocks = static_cast<int>(needed < wave ? (needed > 0 ? needed : 1) : wave);
     return cudaSuccess;
   }
@@ -217,8 +321,8 @@ struct BackwardLaunch {
 
 }  // namespace
 
-cudaError_t norm_backward_blocks(int64_t rows, int64_t width, int device, int* blocks) {
-  return dispatch_width(width, BackwardBlocks{rows, device, blocks});
+cudaError_t norm_backward_blocks(const NormBackwardArgs& args, int device, int* blocks) {
+  return dispatch_width(args.width, BackwardBlocks{args, device, blocks});
 }
 
 cudaError_t launch_norm_forward(const NormForwardArgs& args, cudaStream_t stream) {

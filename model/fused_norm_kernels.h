@@ -39,8 +39,9 @@ struct NormBackwardArgs {
   int64_t rows, width, tokens;
 };
 
-// Number of blocks the backward launches (rows of weight_partial / bias_partial).
-cudaError_t norm_backward_blocks(int64_t rows, int64_t width, int device, int* blocks);
+// Number of blocks the backward launches for `args` (rows of weight_partial / bias_partial,
+// which may still be null here): one full wave of the kernel variant `args` selects.
+cudaError_t norm_backward_blocks(const NormBackwardArgs& args, int device, int* blocks);
 
 cudaError_t launch_norm_forward(const NormForwardArgs& args, cudaStream_t stream);
 cudaError_t launch_norm_backward(const NormBackwardArgs& args, int blocks, cudaStream_t stream);

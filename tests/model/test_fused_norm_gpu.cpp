@@ -27,6 +27,7 @@ struct Case {
   bool branch;
   bool scale;
   int64_t batch = 3, tokens = 17;
+  bool misaligned = false;  // residual starts 4 bytes into its storage: the scalar layout must serve
 };
 
 TEST(FusedNorm, MatchesAtenForwardAndBackward) {
@@ -37,9 +38,11 @@ TEST(FusedNorm, MatchesAtenForwardAndBackward) {
   for (Case c : {Case{64, false, false}, Case{384, true, false}, Case{384, true, true}, Case{500, true, true},
                  Case{768, true, true}, Case{1024, false, false}, Case{40, true, true},
                  // More rows than one wave of warps: each warp loops over rows and accumulates.
-                 Case{384, true, true, 64, 197}, Case{768, true, false, 64, 197}}) {
+                 Case{384, true, true, 64, 197}, Case{768, true, false, 64, 197},
+                 // Vector layout with a partly used group of lanes, and its scalar fallback.
+                 Case{640, true, true}, Case{384, true, true, 3, 17, true}, Case{256, false, false, 3, 17, true}}) {
     SCOPED_TRACE("width " + std::to_string(c.width) + (c.branch ? " branch" : "") + (c.scale ? " scale" : "") +
-                 " rows " + std::to_string(c.batch * c.tokens));
+                 " rows " + std::to_string(c.batch * c.tokens) + (c.misaligned ? " misaligned" : ""));
     const int64_t B = c.batch, N = c.tokens, D = c.width;
     torch::nn::LayerNorm norm(torch::nn::LayerNormOptions({D}).eps(1e-6));
     norm->to(dev);
@@ -48,7 +51,9 @@ TEST(FusedNorm, MatchesAtenForwardAndBackward) {
       norm->weight.normal_(1.0, 0.3);
       norm->bias.normal_(0.0, 0.3);
     }
-    auto residual = (torch::randn({B, N, D}, f32) * 2 + 0.5).requires_grad_(true);
+    auto residual = c.misaligned ? (torch::randn({B * N * D + 1}, f32) * 2 + 0.5).narrow(0, 1, B * N * D).view({B, N, D})
+                                 : torch::randn({B, N, D}, f32) * 2 + 0.5;
+    residual = residual.detach().requires_grad_(true);
     auto branch = torch::randn({B, N, D}, f32).to(torch::kBFloat16).requires_grad_(true);
     auto scale = c.scale ? torch::tensor({0.0f, 1.25f, 1.0f}, f32).repeat({(B + 2) / 3}).narrow(0, 0, B).contiguous()
                          : torch::Tensor();
