@@ -11,7 +11,10 @@
 // CUDA graphs: a collective issued while the current stream is being captured is recorded into
 //   the graph (the comm stream joins the capture through event A and leaves it when wait() makes
 //   the capturing stream wait B). Such work is not tracked (replay runs it later; the caller
-//   bounds a replay with watch_current_stream) and its event is never queried.
+//   bounds a replay with watch_current_stream) and its event is never queried; nor do its tensors
+//   get record_stream: the caller must keep them (the Work does) and call wait() before
+//   dropping the Work, or later captured kernels may reuse their memory while the collective
+//   still runs in a replay.
 // Failure: a Watchdog thread polls B of every in-flight collective and ncclCommGetAsyncError;
 // on timeout or error it logs the operation and rank, aborts the communicator
 // (ncclCommAbort) and ends the job (Runtime::abort_job -> MPI_Abort). When that poll itself
@@ -63,11 +66,16 @@ ncclDataType_t nccl_type(torch::ScalarType type) {
 
 bool capturing(cudaStream_t stream) {
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  return cudaStreamIsCapturing(stream, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &status) != cudaSuccess) {
+    (void)cudaGetLastError();  // not ours to report: a later launch check would blame itself
+    return false;
+  }
+  return status != cudaStreamCaptureStatusNone;
 }
 
-// The watchdog thread queries events while the training thread may be capturing a CUDA graph in
-// global mode, which forbids such calls on every thread unless the thread opts out (relaxed).
+// The watchdog thread queries events while the training thread may be capturing a CUDA graph.
+// The trainer captures in thread-local mode, which leaves other threads alone; relaxed mode on
+// this thread keeps a capture in global mode (someone else's) from failing on our queries too.
 void relax_capture_mode_of_this_thread() {
   thread_local bool relaxed = [] {
     cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;

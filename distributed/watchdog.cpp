@@ -3,6 +3,8 @@
 // thread reports a query that itself blocks (see watchdog.h).
 #include "distributed/watchdog.h"
 
+#include <algorithm>
+
 #include "core/strings.h"
 
 namespace vit::dist {
@@ -24,6 +26,10 @@ Watchdog::~Watchdog() {
     stop_ = true;
   }
   wake_.notify_all();
+  {
+    std::lock_guard<std::mutex> lock(guard_mutex_);
+  }
+  guard_wake_.notify_all();
   thread_.join();
   guard_.join();
 }
@@ -45,33 +51,61 @@ int64_t now_ns() {
 }
 }  // namespace
 
+void Watchdog::set_busy(const std::string& what) {
+  {
+    std::lock_guard<std::mutex> lock(busy_mutex_);
+    busy_what_ = what;
+  }
+  busy_since_ns_ = now_ns();
+}
+
+void Watchdog::clear_busy() { busy_since_ns_ = 0; }
+
 void Watchdog::fail(const std::function<void(const std::string&)>& report, const std::string& message) {
   if (failed_.exchange(true)) return;  // once, from whichever thread sees a failure first
+  reporting_since_ns_ = now_ns();
   report(message);
+  reporting_since_ns_ = 0;
 }
 
 void Watchdog::run() {
   const auto timeout = std::chrono::duration<double>(timeout_s_);
   while (!stop_ && !failed_) {
-    std::string failure;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait_for(lock, poll_interval_, [this] { return stop_.load(); });
       if (stop_) return;
-      // Work completes in issue order on one stream: stop at the first entry still running.
-      // Queries run unlocked (they may block, see watchdog.h); only this thread pops, and
-      // push_back keeps references to deque elements valid.
-      while (!pending_.empty()) {
-        Entry& front = pending_.front();
-        querying_ = front.what;
-        lock.unlock();
-        query_started_ns_ = now_ns();
-        const bool done = front.is_done();
-        query_started_ns_ = 0;
-        lock.lock();
-        if (!done) break;
-        pending_.pop_front();
+    }
+    // Work completes in issue order on one stream: stop at the first entry still running.
+    while (true) {
+      std::function<bool()> query;
+      std::string what;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (pending_.empty()) break;
+        query = pending_.front().is_done;
+        what = pending_.front().what;
       }
+      set_busy(what);
+      if (!query()) {
+        clear_busy();
+        break;
+      }
+      Entry finished;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        finished = std::move(pending_.front());
+        pending_.pop_front();
+        // The next entry could only start now: its time counts from here.
+        if (!pending_.empty()) pending_.front().start = std::max(pending_.front().start, std::chrono::steady_clock::now());
+      }
+      query = nullptr;  // destroyed outside the lock, still watched (an event's destruction may block)
+      finished = Entry{};
+      clear_busy();
+    }
+    std::string failure;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
       const auto now = std::chrono::steady_clock::now();
       if (!pending_.empty() && now - pending_.front().start > timeout) {
         const double age = std::chrono::duration<double>(now - pending_.front().start).count();
@@ -81,13 +115,9 @@ void Watchdog::run() {
       }
     }
     if (failure.empty() && async_error_) {
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        querying_ = "the backend's asynchronous error state";
-      }
-      query_started_ns_ = now_ns();
+      set_busy("the backend's asynchronous error state");
       failure = async_error_();
-      query_started_ns_ = 0;
+      clear_busy();
     }
     if (!failure.empty()) {
       fail(on_failure_, failure);
@@ -98,19 +128,28 @@ void Watchdog::run() {
 
 void Watchdog::guard() {
   const auto limit_ns = static_cast<int64_t>(timeout_s_ * 1e9);
-  std::unique_lock<std::mutex> lock(mutex_);
-  while (!stop_ && !failed_) {
-    wake_.wait_for(lock, poll_interval_, [this] { return stop_.load(); });
-    const int64_t started = query_started_ns_;
-    if (stop_ || started == 0 || now_ns() - started <= limit_ns) continue;
-    const std::string message =
-        str("the watchdog's query of ", querying_,
-            " has itself blocked for more than ", timeout_s_,
-            " s (distributed.timeout_s): the device does not progress, most likely stuck in a collective "
-            "whose peer hung or died");
-    lock.unlock();
-    fail(on_blocked_, message);
-    return;
+  bool escalated = false;
+  while (!stop_) {
+    {
+      std::unique_lock<std::mutex> lock(guard_mutex_);
+      guard_wake_.wait_for(lock, poll_interval_, [this] { return stop_.load(); });
+    }
+    if (stop_) return;
+    const int64_t busy = busy_since_ns_, reporting = reporting_since_ns_;
+    if (!failed_ && busy != 0 && now_ns() - busy > limit_ns) {
+      std::string what;
+      {
+        std::lock_guard<std::mutex> lock(busy_mutex_);
+        what = busy_what_;
+      }
+      fail(on_blocked_, str("the watchdog's call on ", what, " has itself blocked for more than ", timeout_s_,
+                            " s (distributed.timeout_s): the device does not progress, most likely stuck in a "
+                            "collective whose peer hung or died"));
+    } else if (!escalated && reporting != 0 && now_ns() - reporting > limit_ns) {
+      escalated = true;
+      on_blocked_(str("reporting a failure (aborting the communicator) has itself blocked for more than ", timeout_s_,
+                      " s; ending the job without further clean-up"));
+    }
   }
 }
 

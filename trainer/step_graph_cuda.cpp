@@ -9,6 +9,12 @@
 namespace vit::train {
 namespace {
 
+// Thread-local capture: only this thread is barred from calls that would break the capture.
+// Global mode would also bar other threads of the process (data-loader workers allocating
+// pinned memory, which queries events; the collective watchdog), turning their routine calls
+// into capture errors.
+constexpr cudaStreamCaptureMode kCaptureMode = cudaStreamCaptureModeThreadLocal;
+
 class CudaStepGraph : public StepGraph {
  public:
   CudaStepGraph(const std::function<void()>& step, const torch::Device& device) {
@@ -16,7 +22,7 @@ class CudaStepGraph : public StepGraph {
     c10::cuda::CUDAGuard device_guard(device);
     auto current = c10::cuda::getCurrentCUDAStream(device.index());
     if (current != c10::cuda::getDefaultCUDAStream(device.index())) {
-      graph_.capture_begin();  // on the current stream: the one autograd's hooks also use
+      graph_.capture_begin({0, 0}, kCaptureMode);  // on the current stream: the one autograd's hooks also use
       step();
       graph_.capture_end();
       return;
@@ -27,7 +33,7 @@ class CudaStepGraph : public StepGraph {
     before.block(side);
     {
       c10::cuda::CUDAStreamGuard stream_guard(side);
-      graph_.capture_begin();
+      graph_.capture_begin({0, 0}, kCaptureMode);
       step();
       graph_.capture_end();
     }

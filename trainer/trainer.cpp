@@ -369,7 +369,8 @@ void Trainer::log_train(double elapsed_s) {
   if (device_.is_cuda()) {
     // Peak of this logging interval (the first one includes start-up and the first step's
     // workspaces), as torch.cuda.max_memory_allocated after reset_peak_memory_stats; with a
-    // CUDA graph, at least the peak up to its capture (its pool holds that memory for good).
+    // CUDA graph, at least the peak of the interval that captured it (its pool holds the step's
+    // memory for good).
     const auto peak = std::max(peak_memory_bytes(device_), graph_peak_bytes_);
     line["peak_mem_gb"] = peak / (1024.0 * 1024.0 * 1024.0);
     reset_peak_memory(device_);

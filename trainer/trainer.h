@@ -108,8 +108,9 @@ class Trainer {
   data::Batch static_batch_;
   std::unique_ptr<StepGraph> graph_;
   int graph_warmup_steps_ = 0;
-  // Peak allocated memory up to the capture: the graph's private pool keeps the step's
-  // activations reserved while replays allocate nothing, so later intervals report at least this.
+  // Peak allocated memory of the logging interval that ended with the capture (warm-up steps and
+  // the capture itself): the graph's private pool keeps the step's activations reserved while
+  // replays allocate nothing, so later intervals report at least this.
   double graph_peak_bytes_ = 0;
 };
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <memory>
 #include <chrono>
 #include <thread>
 
@@ -77,17 +78,84 @@ TEST(Watchdog, GuardReportsAQueryThatBlocks) {
       while (!release) std::this_thread::sleep_for(1ms);
       return false;
     });
-    std::this_thread::sleep_for(800ms);
+    // Tracking goes on while the query blocks (no lock is held across it).
+    for (int i = 0; i < 100; ++i) dog.track("later", [] { return true; });
+    std::this_thread::sleep_for(1200ms);
     EXPECT_EQ(blocked, 1);
     EXPECT_EQ(failures, 0);
     EXPECT_TRUE(dog.failed());
     EXPECT_GE(reported_after, 0.3);
-    EXPECT_LT(reported_after, 0.6);
+    EXPECT_LT(reported_after, 1.1);
     EXPECT_NE(message.find("CUDA graph replay of step 9"), std::string::npos) << message;
     EXPECT_NE(message.find("blocked"), std::string::npos) << message;
     release = true;  // lets the destructor join the watchdog thread
   }
   EXPECT_EQ(failures, 0);  // reported once, by the guard only
+}
+
+// Dropping a completed entry releases its event, which can block on the driver like a query.
+struct BlocksWhenDestroyed {
+  explicit BlocksWhenDestroyed(std::atomic<bool>* r) : release(r) {}
+  std::atomic<bool>* release;
+  ~BlocksWhenDestroyed() {
+    while (!*release) std::this_thread::sleep_for(1ms);
+  }
+};
+
+TEST(Watchdog, GuardReportsAnEntryWhoseDestructionBlocks) {
+  std::atomic<int> blocked{0};
+  std::atomic<bool> release{false};
+  {
+    Watchdog dog(0.3, nullptr, [](const std::string&) {}, 10ms, [&](const std::string&) { ++blocked; });
+    {
+      auto holder = std::make_shared<BlocksWhenDestroyed>(&release);
+      dog.track("allreduce #3", [holder] { return true; });
+    }
+    std::this_thread::sleep_for(1200ms);
+    EXPECT_EQ(blocked, 1);
+    release = true;
+  }
+}
+
+// ncclCommAbort waiting on a stuck device: the guard ends the job anyway.
+TEST(Watchdog, GuardEscalatesAReportThatBlocks) {
+  std::atomic<int> failures{0}, blocked{0};
+  std::string message;
+  std::atomic<bool> release{false};
+  {
+    Watchdog dog(
+        0.3, nullptr,
+        [&](const std::string&) {
+          ++failures;
+          while (!release) std::this_thread::sleep_for(1ms);
+        },
+        10ms,
+        [&](const std::string& m) {
+          message = m;
+          ++blocked;
+        });
+    dog.track("allreduce #5", [] { return false; });
+    std::this_thread::sleep_for(1500ms);
+    EXPECT_EQ(failures, 1);
+    EXPECT_EQ(blocked, 1);
+    EXPECT_NE(message.find("reporting a failure"), std::string::npos) << message;
+    release = true;
+  }
+}
+
+// Work queued behind other work is timed from when the work before it completed.
+TEST(Watchdog, TimesEachEntryFromWhenItsPredecessorCompleted) {
+  std::atomic<int> failures{0};
+  std::atomic<bool> first_done{false};
+  Watchdog dog(0.4, nullptr, [&](const std::string&) { ++failures; }, 10ms);
+  dog.track("replay of step 1", [&] { return first_done.load(); });
+  dog.track("replay of step 2", [] { return false; });
+  std::this_thread::sleep_for(300ms);
+  first_done = true;  // step 2 waited 0.3 s behind step 1, then runs on
+  std::this_thread::sleep_for(250ms);
+  EXPECT_EQ(failures, 0) << "step 2 was timed while it waited behind step 1";
+  std::this_thread::sleep_for(600ms);
+  EXPECT_EQ(failures, 1);
 }
 
 }  // namespace
