@@ -91,9 +91,6 @@ Trainer::Trainer(const Config& config, const dist::LaunchInfo& launch) : config_
   if (config_.train.cuda_graph) {
     VIT_CHECK(device_.is_cuda(), ConfigError, "train.cuda_graph: needs a GPU; this rank trains on ", device_.str(),
               "; set train.cuda_graph: false");
-    VIT_CHECK(accumulation_ == 1, ConfigError,
-              "train.cuda_graph: gradient accumulation is not captured; set train.global_batch_size to "
-              "micro_batch_size x world size or turn the graph off");
     // Before anything touches the GPU: model, gradient hooks, data and capture share one stream.
     use_capture_stream(device_);
     // Cached autocast casts would be freed when the autocast region ends, under the graph's feet.
@@ -293,6 +290,12 @@ void Trainer::optimise() {
   grad_sync_->zero_grad();
 }
 
+void Trainer::micro_step(const data::Batch& batch, int64_t micro) {
+  grad_sync_->set_sync(micro == accumulation_ - 1);  // communicate on the last micro-batch only
+  // Forward, backward: buckets all-reduce from autograd hooks as their gradients land.
+  forward_backward(batch, 1.0 / static_cast<double>(accumulation_));
+}
+
 void Trainer::train_step() {
   model_->train();
   lr_ = schedule_->at(step_);
@@ -300,36 +303,37 @@ void Trainer::train_step() {
   if (config_.train.cuda_graph) {
     graph_step();
   } else {
-    for (int64_t micro = 0; micro < accumulation_; ++micro) {
-      data::Batch batch = train_loader_->next();         // 1. sample
-      grad_sync_->set_sync(micro == accumulation_ - 1);  // communicate on the last micro-batch only
-      // 2-3. forward, backward: buckets all-reduce from autograd hooks as their gradients land
-      forward_backward(batch, 1.0 / static_cast<double>(accumulation_));
-    }
-    optimise();  // 4-5. finish, clip, update
+    for (int64_t micro = 0; micro < accumulation_; ++micro) micro_step(train_loader_->next(), micro);
+    optimise();  // finish, clip, update
   }
   ++step_;
 }
 
 void Trainer::graph_step() {
-  // The graph reads its inputs from static tensors: refill them, then replay.
-  data::Batch batch = train_loader_->next();
-  if (!static_batch_.images.defined()) {
-    static_batch_.images = torch::empty_like(batch.images);
-    static_batch_.labels = torch::empty_like(batch.labels);
-    static_batch_.targets = torch::empty({batch.labels.size(0), config_.model.num_classes},
-                                         batch.images.options().dtype(torch::kFloat32));
+  // The graph reads its inputs from static tensors, one set per micro-batch: refill, replay.
+  static_batches_.resize(static_cast<size_t>(accumulation_));
+  for (auto& slot : static_batches_) {
+    data::Batch batch = train_loader_->next();
+    if (!slot.images.defined()) {
+      slot.images = torch::empty_like(batch.images);
+      slot.labels = torch::empty_like(batch.labels);
+      slot.targets = torch::empty({batch.labels.size(0), config_.model.num_classes},
+                                  batch.images.options().dtype(torch::kFloat32));
+    }
+    slot.images.copy_(batch.images);
+    slot.labels.copy_(batch.labels);
+    // Always soft targets, so mixed and unmixed batches run the same graph (same loss value).
+    if (batch.targets.defined()) {
+      slot.targets.copy_(batch.targets);
+    } else {
+      slot.targets.zero_().scatter_(1, batch.labels.unsqueeze(1), 1.0);
+    }
   }
-  static_batch_.images.copy_(batch.images);
-  static_batch_.labels.copy_(batch.labels);
-  // Always soft targets, so mixed and unmixed batches run the same graph (same loss value).
-  if (batch.targets.defined()) {
-    static_batch_.targets.copy_(batch.targets);
-  } else {
-    static_batch_.targets.zero_().scatter_(1, batch.labels.unsqueeze(1), 1.0);
-  }
+  // The whole step, every micro-batch included: the collectives of the last one are captured.
   auto body = [this] {
-    forward_backward(static_batch_, 1.0);
+    for (size_t micro = 0; micro < static_batches_.size(); ++micro) {
+      micro_step(static_batches_[micro], static_cast<int64_t>(micro));
+    }
     optimise();
   };
   if (!graph_ && graph_warmup_steps_ < kGraphWarmupSteps) {

@@ -69,6 +69,7 @@ class Trainer {
   void forward_backward(const data::Batch& batch, double loss_scale);
   void optimise();
   void graph_step();
+  void micro_step(const data::Batch& batch, int64_t micro);  // forward + backward of one micro-batch
   void log_train(double elapsed_s);
   void save_checkpoint();
   Json rank_state() const;
@@ -105,7 +106,7 @@ class Trainer {
   int64_t last_log_step_ = 0;
   // train.cuda_graph: static inputs, the captured step, eager steps before capture.
   static constexpr int kGraphWarmupSteps = 3;
-  data::Batch static_batch_;
+  std::vector<data::Batch> static_batches_;  // one per micro-batch of the step
   std::unique_ptr<StepGraph> graph_;
   int graph_warmup_steps_ = 0;
   // Peak allocated memory of the logging interval that ended with the capture (warm-up steps and

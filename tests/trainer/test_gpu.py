@@ -1,7 +1,7 @@
 """Whole-program checks on GPUs (ctest label gpu; every test skips with its reason elsewhere).
 
 The captured step (train.cuda_graph) must train exactly like the eager step, on one GPU and on two
-with its NCCL all-reduces inside the graph; and a rank that stops answering during replay must
+with its NCCL all-reduces inside the graph, with and without gradient accumulation; and a rank that stops answering during replay must
 not hang the job past distributed.timeout_s.
 """
 import subprocess
@@ -37,10 +37,10 @@ def needs_gpus(n):
         pytest.skip(f"needs {n} GPU(s), this machine has {count}")
 
 
-def train_losses(tmp_path, name, graph, np, steps=12, extra=()):
+def train_losses(tmp_path, name, graph, np, steps=12, extra=(), accumulation=1):
     run_dir = tmp_path / name
     args = CONFIG + sets(SMALL + [f"run.dir={run_dir}", f"train.steps={steps}", f"train.cuda_graph={str(graph).lower()}",
-                         f"train.global_batch_size={64 * np}"] + list(extra))
+                         f"train.global_batch_size={64 * np * accumulation}"] + list(extra))
     proc = run(args, np=np)
     losses = [l["loss"] for l in metrics(run_dir)]
     assert len(losses) == steps, proc.stdout
@@ -62,6 +62,14 @@ def test_cuda_graph_trains_like_eager_on_one_gpu(tmp_path):
     assert_same_training(eager, graph)
 
 
+def test_cuda_graph_with_gradient_accumulation_trains_like_eager(tmp_path):
+    needs_gpus(1)
+    eager, _ = train_losses(tmp_path, "eager", False, 1, accumulation=3)
+    graph, out = train_losses(tmp_path, "graph", True, 1, accumulation=3)
+    assert "captured the training step as a CUDA graph" in out
+    assert_same_training(eager, graph)
+
+
 def test_cuda_graph_with_nccl_allreduce_trains_like_eager(tmp_path):
     needs_gpus(2)
     check = ["distributed.check_every_steps=4"]  # parameters identical on both ranks
@@ -69,6 +77,10 @@ def test_cuda_graph_with_nccl_allreduce_trains_like_eager(tmp_path):
     graph, out = train_losses(tmp_path, "graph", True, 2, extra=check)
     assert "captured the training step as a CUDA graph" in out
     assert_same_training(eager, graph)
+    # Accumulation over 2 micro-batches: only the last one's all-reduces are in the graph.
+    eager2, _ = train_losses(tmp_path, "eager_acc", False, 2, extra=check, accumulation=2)
+    graph2, _ = train_losses(tmp_path, "graph_acc", True, 2, extra=check, accumulation=2)
+    assert_same_training(eager2, graph2)
     # bf16 gradient compression inside the graph trains too.
     bf16, _ = train_losses(tmp_path, "graph_bf16", True, 2, extra=check + ["distributed.compress_bf16=true"])
     assert bf16[-1] < bf16[0]
