@@ -25,8 +25,8 @@
 namespace vit::dist {
 namespace {
 
-std::mutex& hooks_mutex() {
-  static std::mutex mutex;
+std::timed_mutex& hooks_mutex() {
+  static std::timed_mutex mutex;
   return mutex;
 }
 std::map<int, std::function<void()>>& hooks() {
@@ -93,9 +93,12 @@ Runtime::~Runtime() {
 void Runtime::abort_job(int code, bool abort_communicators) {
   std::vector<std::function<void()>> to_run;
   if (abort_communicators) {
-    // try_lock: abort may be called while another thread holds the lock and is itself stuck.
-    std::unique_lock<std::mutex> lock(hooks_mutex(), std::try_to_lock);
-    for (auto& [id, hook] : hooks()) to_run.push_back(hook);
+    // Bounded wait: abort may be called while another thread holds the lock and is itself stuck;
+    // then the hooks are skipped (reading the map unlocked would race with its writers).
+    std::unique_lock<std::timed_mutex> lock(hooks_mutex(), std::chrono::seconds(1));
+    if (lock.owns_lock()) {
+      for (auto& [id, hook] : hooks()) to_run.push_back(hook);
+    }
   }
   for (auto& hook : to_run) {
     try {
@@ -127,14 +130,14 @@ namespace detail {
 
 int add_abort_hook(std::function<void()> hook) {
   static int next_id = 0;
-  std::lock_guard<std::mutex> lock(hooks_mutex());
+  std::lock_guard<std::timed_mutex> lock(hooks_mutex());
   const int id = next_id++;
   hooks()[id] = std::move(hook);
   return id;
 }
 
 void remove_abort_hook(int id) {
-  std::lock_guard<std::mutex> lock(hooks_mutex());
+  std::lock_guard<std::timed_mutex> lock(hooks_mutex());
   hooks().erase(id);
 }
 
