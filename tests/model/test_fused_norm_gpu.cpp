@@ -22,6 +22,27 @@ double max_rel(const torch::Tensor& got, const torch::Tensor& want) {
   return ((g - w).abs().max() / w.abs().max().clamp_min(1e-30)).item<double>();
 }
 
+// An MLP-head model of the given shape (square images, 3 channels).
+ModelConfig model_config(int64_t image, int64_t patch, int64_t width, int64_t depth, int64_t heads, int64_t mlp,
+                         int64_t classes) {
+  ModelConfig c;
+  c.image_size = image;
+  c.patch_size = patch;
+  c.width = width;
+  c.depth = depth;
+  c.num_heads = heads;
+  c.mlp_dim = mlp;
+  c.num_classes = classes;
+  c.head = "mlp";
+  return c;
+}
+
+void copy_weights(VisionTransformer& from, VisionTransformer& to) {
+  torch::NoGradGuard no_grad;
+  auto src = from->named_parameters();
+  for (auto& p : to->named_parameters()) p.value().copy_(src[p.key()]);
+}
+
 struct Case {
   int64_t width;
   bool branch;
@@ -112,24 +133,12 @@ TEST(FusedNorm, MatchesAtenForwardAndBackward) {
 // Same weights, same input: the model with the fused kernels against the model without.
 TEST(FusedNorm, ModelMatchesUnfused) {
   REQUIRE_FUSED_GPU();
-  ModelConfig c;
-  c.image_size = 32;
-  c.patch_size = 4;
-  c.width = 384;
-  c.depth = 4;
-  c.num_heads = 6;
-  c.mlp_dim = 1536;
-  c.num_classes = 10;
-  c.head = "mlp";
+  ModelConfig c = model_config(32, 4, 384, 4, 6, 1536, 10);
   torch::manual_seed(3);
   VisionTransformer fused(c);
   c.fused_norm = false;
   VisionTransformer plain(c);
-  {
-    torch::NoGradGuard no_grad;
-    auto src = fused->named_parameters();
-    for (auto& p : plain->named_parameters()) p.value().copy_(src[p.key()]);
-  }
+  copy_weights(fused, plain);
   fused->to(torch::kCUDA);
   plain->to(torch::kCUDA);
   auto images = torch::randn({16, 3, 32, 32}, torch::kCUDA);
@@ -158,22 +167,10 @@ TEST(FusedNorm, ModelMatchesUnfused) {
 // fp32 on the GPU (patch embedding as a matmul, ATen's SDPA) against the CPU (convolution).
 TEST(GpuModel, MatchesCpuInFp32) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
-  ModelConfig c;
-  c.image_size = 48;
-  c.patch_size = 8;
-  c.width = 64;
-  c.depth = 2;
-  c.num_heads = 4;
-  c.mlp_dim = 128;
-  c.num_classes = 7;
-  c.head = "mlp";
+  const ModelConfig c = model_config(48, 8, 64, 2, 4, 128, 7);
   torch::manual_seed(5);
   VisionTransformer cpu(c), gpu(c);
-  {
-    torch::NoGradGuard no_grad;
-    auto src = cpu->named_parameters();
-    for (auto& p : gpu->named_parameters()) p.value().copy_(src[p.key()]);
-  }
+  copy_weights(cpu, gpu);
   gpu->to(torch::kCUDA);
   auto images = torch::randn({5, 3, 48, 48});
   auto lc = cpu->forward(images);
