@@ -95,7 +95,8 @@ BatchFinisher::BatchFinisher(const DataConfig& config, const LoaderOptions& opti
     : mixup_alpha_(config.mixup_alpha),
       cutmix_alpha_(config.cutmix_alpha),
       num_classes_(options.num_classes),
-      train_(options.train) {
+      train_(options.train),
+      image_dtype_(options.image_dtype) {
   auto mean = torch::tensor(config.mean, torch::kFloat64), std = torch::tensor(config.std, torch::kFloat64);
   scale_ = (1.0 / (255.0 * std)).to(torch::kFloat32).view({1, 3, 1, 1}).to(options.device);
   shift_ = (-mean / std).to(torch::kFloat32).view({1, 3, 1, 1}).to(options.device);
@@ -108,13 +109,19 @@ Batch BatchFinisher::finish(torch::Tensor images, torch::Tensor labels, torch::T
   batch.labels = labels;
   batch.mask = mask;
   const bool mixup = mixup_alpha_ > 0, cutmix = cutmix_alpha_ > 0;
-  if (!train_ || !(mixup || cutmix)) return batch;
+  if (train_ && (mixup || cutmix)) mix(batch, key);
+  batch.images = batch.images.to(image_dtype_);  // no-op for fp32
+  return batch;
+}
+
+void BatchFinisher::mix(Batch& batch, uint64_t key) const {
+  const bool mixup = mixup_alpha_ > 0, cutmix = cutmix_alpha_ > 0;
   Rng rng(key);
   const bool use_cutmix = cutmix && (!mixup || rng.coin());
   double lam = rng.beta(use_cutmix ? cutmix_alpha_ : mixup_alpha_, use_cutmix ? cutmix_alpha_ : mixup_alpha_);
   auto partner = batch.images.flip(0);
   if (use_cutmix) {  // a box of area (1 - lam) taken from the partner; lam corrected to the clipped area
-    const int64_t h = images.size(2), w = images.size(3);
+    const int64_t h = batch.images.size(2), w = batch.images.size(3);
     const double cut = std::sqrt(1.0 - lam);
     const int64_t ch = static_cast<int64_t>(h * cut), cw = static_cast<int64_t>(w * cut);
     const int64_t cy = rng.below(h), cx = rng.below(w);
@@ -127,9 +134,8 @@ Batch BatchFinisher::finish(torch::Tensor images, torch::Tensor labels, torch::T
   } else {
     batch.images = batch.images.mul_(lam).add_(partner, 1.0 - lam);
   }
-  auto one_hot = F::one_hot(labels, num_classes_).to(torch::kFloat32);
+  auto one_hot = F::one_hot(batch.labels, num_classes_).to(torch::kFloat32);
   batch.targets = one_hot.mul(lam).add_(one_hot.flip(0), 1.0 - lam);
-  return batch;
 }
 
 }  // namespace vit::data

@@ -39,14 +39,18 @@ class BatchFinisher {
  public:
   BatchFinisher(const DataConfig& config, const LoaderOptions& options);
   // images: uint8 or float (0..255) [B, 3, H, W]; labels int64 [B]; mask float [B]; all on the
-  // device. Normalises and, in training with mixup/cutmix on, mixes the batch.
+  // device. Normalises and, in training with mixup/cutmix on, mixes the batch, in fp32; returns
+  // the images as LoaderOptions::image_dtype.
   Batch finish(torch::Tensor images, torch::Tensor labels, torch::Tensor mask, uint64_t key) const;
 
  private:
+  void mix(Batch& batch, uint64_t key) const;  // mixup or cutmix (fp32 images), soft targets
+
   torch::Tensor scale_, shift_;  // [1, 3, 1, 1]: x * scale + shift == (x / 255 - mean) / std
   double mixup_alpha_, cutmix_alpha_;
   int64_t num_classes_;
   bool train_;
+  torch::ScalarType image_dtype_;
 };
 
 }  // namespace vit::data

@@ -33,10 +33,13 @@ struct LoaderOptions {
   int64_t image_height = 32, image_width = 32;  // the model's input size (resize if the stored size differs)
   int64_t num_classes = 10;                     // for soft targets (mixup/cutmix)
   bool train = true;  // train: shuffle + augment + drop tail; eval: fixed order, pad + mask
+  // dtype of Batch::images. bf16 when the model casts its input to bf16 anyway (bf16 autocast on a
+  // GPU): the same values (normalised in fp32, rounded once), half the memory of the batch.
+  torch::ScalarType image_dtype = torch::kFloat32;
 };
 
 struct Batch {
-  torch::Tensor images;   // float32 [B, C, H, W], normalised (mean/std), on options.device
+  torch::Tensor images;   // [B, C, H, W] normalised (mean/std), LoaderOptions::image_dtype, on options.device
   torch::Tensor labels;   // int64 [B] on device (for mixed batches: the unmixed labels)
   torch::Tensor targets;  // float32 [B, K] soft targets when mixup/cutmix applied to this batch, else undefined
   torch::Tensor mask;     // float32 [B]: 1 real sample, 0 padding (eval tail); all ones in training

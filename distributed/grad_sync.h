@@ -48,7 +48,8 @@ class GradSync {
   // keep_buffers = false with one process (nothing to communicate): no buckets at all; grads are
   // autograd's own tensors, freed by zero_grad() as PyTorch's zero_grad(set_to_none=True) does,
   // so they take no memory during the forward pass (where activation memory peaks). A captured
-  // CUDA graph needs fixed addresses: keep the buffers there.
+  // CUDA graph does without them too: the grads it allocates and frees live in its private pool,
+  // at the same addresses on every replay.
   GradSync(const std::vector<std::pair<std::string, torch::Tensor>>& named_params,
            std::shared_ptr<Communicator> comm, const DistConfig& config, bool keep_buffers = true);
   ~GradSync();  // removes nothing from autograd: hooks become no-ops (see grad_sync.cpp)

@@ -119,6 +119,7 @@ Trainer::Trainer(const Config& config, const dist::LaunchInfo& launch) : config_
   lo.image_height = config_.model.height();
   lo.image_width = config_.model.width_px();
   lo.num_classes = config_.model.num_classes;
+  lo.image_dtype = bf16_ ? torch::kBFloat16 : torch::kFloat32;  // autocast's patch embedding takes bf16
   lo.train = true;
   train_loader_ = data::make_loader(config_.data, lo);
   lo.train = false;
@@ -154,10 +155,10 @@ void Trainer::build_model() {
   params_ = model::named_parameters(*model_);
 
   // Gradients as views into communication buckets; the optimiser holds the same views.
-  // One process without a CUDA graph: no gradient buckets, grads freed between steps (as
-  // zero_grad(set_to_none=True)), so they take no memory while the forward pass peaks.
-  grad_sync_ = std::make_unique<dist::GradSync>(params_, comm_, config_.distributed,
-                                                /*keep_buffers=*/config_.train.cuda_graph);
+  // One process: no gradient buckets, grads freed between steps (as zero_grad(set_to_none=True)),
+  // so they take no memory while the forward pass peaks. Under a CUDA graph they are allocated
+  // and freed inside the capture, in the graph's pool.
+  grad_sync_ = std::make_unique<dist::GradSync>(params_, comm_, config_.distributed, /*keep_buffers=*/false);
   optimizer_ = std::make_unique<Optimizer>(config_.optim, params_, grad_sync_->bucket_buffers());
 
   // Dropout and stochastic depth draw from per-rank streams.

@@ -127,6 +127,28 @@ TEST(BatchFinisher, MixupMixesImagesAndTargetsWithTheSameLambda) {
   EXPECT_NEAR(batch.targets.sum(1)[1].item<double>(), 1.0, 1e-6);
 }
 
+TEST(BatchFinisher, Bf16ImagesAreTheFp32BatchRoundedOnce) {
+  // image_dtype bf16: the values autocast would give the patch embedding (normalise and mix in
+  // fp32, one rounding), for plain, mixup and cutmix batches alike.
+  auto images = torch::randint(0, 256, {4, 3, 8, 8}, torch::kUInt8);
+  const auto labels = torch::tensor({0, 1, 2, 3}, torch::kInt64);
+  for (const auto& [mixup, cutmix] : std::vector<std::pair<double, double>>{{0, 0}, {0.8, 0}, {0, 1.0}}) {
+    DataConfig config;
+    config.mixup_alpha = mixup;
+    config.cutmix_alpha = cutmix;
+    LoaderOptions options;
+    options.num_classes = 4;
+    BatchFinisher fp32(config, options);
+    options.image_dtype = torch::kBFloat16;
+    BatchFinisher bf16(config, options);
+    auto a = fp32.finish(images, labels, torch::ones({4}), 7), b = bf16.finish(images, labels, torch::ones({4}), 7);
+    ASSERT_EQ(b.images.scalar_type(), torch::kBFloat16);
+    EXPECT_TRUE(torch::equal(b.images, a.images.to(torch::kBFloat16))) << "mixup " << mixup << " cutmix " << cutmix;
+    EXPECT_EQ(a.targets.defined(), mixup > 0 || cutmix > 0);
+    if (a.targets.defined()) EXPECT_TRUE(torch::equal(a.targets, b.targets));
+  }
+}
+
 TEST(ResidentAugment, PadCropKeepsPixelsAndPadsWithZeros) {
   // A 1-sample batch whose pixel (y, x) = 8 y + x; after pad-crop every non-zero output pixel is
   // a source pixel shifted by one (dy, dx) for the whole image.
