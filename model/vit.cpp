@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "core/errors.h"
+#include "model/fused_linear.h"
 #include "model/fused_norm.h"
 
 namespace vit::model {
@@ -16,9 +17,14 @@ namespace {
 // ATen's linear, not the C++ frontend's Linear::forward: that one runs matmul + a separate bias
 // add for 3-D inputs, which loses cuBLASLt's fused bias epilogue and yields strided weight
 // gradients (slow to accumulate). at::linear flattens contiguous [B, N, D] inputs into addmm,
-// exactly as PyTorch's nn.Linear does.
-torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x) {
-  return at::linear(x, layer->weight, layer->bias);
+// exactly as PyTorch's nn.Linear does. fused: the same forward, with weight and bias gradients
+// from one GEMM where it applies (fused_linear.h).
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, bool fused) {
+  if (fused && fused_linear_applies(x)) return fused_linear(x, weight, bias);
+  return at::linear(x, weight, bias);
+}
+torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x, bool fused) {
+  return linear(x, layer->weight, layer->bias, fused);
 }
 }  // namespace
 
@@ -42,8 +48,9 @@ void trunc_normal_(torch::Tensor& t, double std, double lo, double hi) {
 }
 
 // ---- Attention ----
-AttentionImpl::AttentionImpl(int64_t width, int64_t num_heads, double attn_dropout, double proj_dropout)
-    : num_heads_(num_heads), attn_dropout_(attn_dropout) {
+AttentionImpl::AttentionImpl(int64_t width, int64_t num_heads, double attn_dropout, double proj_dropout,
+                             bool fused_bias_grad)
+    : num_heads_(num_heads), attn_dropout_(attn_dropout), fused_bias_grad_(fused_bias_grad) {
   qkv_ = register_module("qkv", torch::nn::Linear(width, 3 * width));
   proj_ = register_module("proj", torch::nn::Linear(width, width));
   proj_drop_ = register_module("proj_drop", torch::nn::Dropout(proj_dropout));
@@ -51,7 +58,7 @@ AttentionImpl::AttentionImpl(int64_t width, int64_t num_heads, double attn_dropo
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
   const int64_t B = x.size(0), N = x.size(1), D = x.size(2), Dh = D / num_heads_;
-  auto qkv = linear(qkv_, x).view({B, N, 3, num_heads_, Dh}).permute({2, 0, 3, 1, 4});  // [3, B, H, N, Dh]
+  auto qkv = linear(qkv_, x, fused_bias_grad_).view({B, N, 3, num_heads_, Dh}).permute({2, 0, 3, 1, 4});  // [3, B, H, N, Dh]
   // unbind, as timm: its backward is one stack of dq, dk, dv. (Indexing qkv[0..2] would cost
   // three zero-filled full-size gradients and two adds per block in backward.)
   auto parts = qkv.unbind(0);
@@ -60,18 +67,19 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
   auto out = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{},
                                               is_training() ? attn_dropout_ : 0.0);  // [B, H, N, Dh]
   out = out.transpose(1, 2).reshape({B, N, D});
-  return proj_drop_(linear(proj_, out));
+  return proj_drop_(linear(proj_, out, fused_bias_grad_));
 }
 
 // ---- MLP ----
-MlpImpl::MlpImpl(int64_t width, int64_t mlp_dim, double dropout) {
+MlpImpl::MlpImpl(int64_t width, int64_t mlp_dim, double dropout, bool fused_bias_grad)
+    : fused_bias_grad_(fused_bias_grad) {
   fc1_ = register_module("fc1", torch::nn::Linear(width, mlp_dim));
   fc2_ = register_module("fc2", torch::nn::Linear(mlp_dim, width));
   drop_ = register_module("drop", torch::nn::Dropout(dropout));
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  return drop_(linear(fc2_, drop_(F::gelu(linear(fc1_, x)))));  // exact (erf) GELU, as timm's nn.GELU
+  return drop_(linear(fc2_, drop_(F::gelu(linear(fc1_, x, fused_bias_grad_))), fused_bias_grad_));  // exact (erf) GELU, as timm's nn.GELU
 }
 
 // ---- Block ----
@@ -80,9 +88,9 @@ BlockImpl::BlockImpl(const ModelConfig& c, double drop_path) : drop_path_(drop_p
     return torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.width}).eps(c.layer_norm_eps));
   };
   norm1_ = register_module("norm1", ln());
-  attn_ = register_module("attn", Attention(c.width, c.num_heads, c.attn_dropout, c.dropout));
+  attn_ = register_module("attn", Attention(c.width, c.num_heads, c.attn_dropout, c.dropout, c.fused_bias_grad));
   norm2_ = register_module("norm2", ln());
-  mlp_ = register_module("mlp", Mlp(c.width, c.mlp_dim, c.dropout));
+  mlp_ = register_module("mlp", Mlp(c.width, c.mlp_dim, c.dropout, c.fused_bias_grad));
 }
 
 torch::Tensor BlockImpl::drop_path(const torch::Tensor& branch) {
@@ -182,7 +190,7 @@ torch::Tensor VisionTransformerImpl::embed_patches(const torch::Tensor& images) 
   auto x = images;
   if (at::autocast::is_autocast_enabled(at::kCUDA)) x = x.to(at::autocast::get_autocast_dtype(at::kCUDA));
   auto patches = x.reshape({B, C, gh, P, gw, P}).permute({0, 2, 4, 1, 3, 5}).reshape({B, gh * gw, C * P * P});
-  return at::linear(patches, patch_proj_->weight.view({D, C * P * P}), patch_proj_->bias);
+  return linear(patches, patch_proj_->weight.view({D, C * P * P}), patch_proj_->bias, config_.fused_bias_grad);
 }
 
 bool VisionTransformerImpl::use_fused_norm(const torch::Tensor& x) const {
@@ -213,8 +221,8 @@ torch::Tensor VisionTransformerImpl::forward_fused(torch::Tensor x) {
 
 torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& images) {
   auto cls = forward_tokens(images).select(1, 0);  // [B, D], the [CLS] token
-  if (pre_logits_fc_) cls = torch::tanh(linear(pre_logits_fc_, cls));
-  return linear(head_, cls);  // [B, K]
+  if (pre_logits_fc_) cls = torch::tanh(linear(pre_logits_fc_, cls, config_.fused_bias_grad));
+  return linear(head_, cls, config_.fused_bias_grad);  // [B, K]
 }
 
 }  // namespace vit::model

@@ -18,12 +18,14 @@ namespace vit::model {
 
 class AttentionImpl : public torch::nn::Module {
  public:
-  AttentionImpl(int64_t width, int64_t num_heads, double attn_dropout, double proj_dropout);
+  AttentionImpl(int64_t width, int64_t num_heads, double attn_dropout, double proj_dropout,
+                bool fused_bias_grad = false);
   torch::Tensor forward(const torch::Tensor& x);  // [B, N, D] -> [B, N, D]
 
  private:
   int64_t num_heads_;
   double attn_dropout_;
+  bool fused_bias_grad_;
   torch::nn::Linear qkv_{nullptr}, proj_{nullptr};
   torch::nn::Dropout proj_drop_{nullptr};
 };
@@ -31,10 +33,11 @@ TORCH_MODULE(Attention);
 
 class MlpImpl : public torch::nn::Module {
  public:
-  MlpImpl(int64_t width, int64_t mlp_dim, double dropout);
+  MlpImpl(int64_t width, int64_t mlp_dim, double dropout, bool fused_bias_grad = false);
   torch::Tensor forward(const torch::Tensor& x);  // [B, N, D] -> [B, N, D]
 
  private:
+  bool fused_bias_grad_;
   torch::nn::Linear fc1_{nullptr}, fc2_{nullptr};
   torch::nn::Dropout drop_{nullptr};
 };

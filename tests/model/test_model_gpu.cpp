@@ -1,9 +1,11 @@
-// The fused residual + LayerNorm kernels (model/fused_norm.h) against ATen's ops, and the model
-// with them against the model without. Needs a GPU; skips with a reason without one.
+// The fused residual + LayerNorm kernels (model/fused_norm.h) and the fused linear backward
+// (model/fused_linear.h) against ATen's ops, and the model with them against the model without.
+// Needs a GPU; skips with a reason without one.
 #include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "model/fused_linear.h"
 #include "model/fused_norm.h"
 #include "model/vit.h"
 
@@ -130,6 +132,65 @@ TEST(FusedNorm, MatchesAtenForwardAndBackward) {
   }
 }
 
+// Under bf16 autocast, against autocast's at::linear: the same output and input gradient, and
+// weight / bias gradients at least as close to the exact (fp64) gradient of the bf16 operands.
+TEST(FusedLinear, MatchesAutocastLinear) {
+  REQUIRE_FUSED_GPU();
+  torch::manual_seed(1);
+  const auto f32 = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat32);
+  struct Shape {
+    std::vector<int64_t> x;  // [..., in]
+    int64_t out;
+    bool x_bf16, x_grad;
+  };
+  for (const Shape& c : {Shape{{3, 17, 384}, 1152, true, true}, Shape{{64, 197, 768}, 3072, true, true},
+                         Shape{{4, 50, 40}, 24, false, true},        // odd sizes, fp32 input (autocast casts)
+                         Shape{{8, 196, 48}, 512, false, false},     // patch embedding: no input gradient
+                         Shape{{7, 384}, 10, true, true}}) {         // a head: 2-D, narrow output
+    SCOPED_TRACE("x " + c10::str(c10::IntArrayRef(c.x)) + " out " + std::to_string(c.out));
+    const int64_t in = c.x.back();
+    auto weight = (torch::randn({c.out, in}, f32) * 0.05).requires_grad_(true);
+    auto bias = (torch::randn({c.out}, f32) * 0.1 + 0.3).requires_grad_(true);
+    auto x = torch::randn(c.x, f32);
+    if (c.x_bf16) x = x.to(torch::kBFloat16);
+    x.requires_grad_(c.x_grad);
+    auto out_shape = c.x;
+    out_shape.back() = c.out;
+    auto grad_y = (torch::randn(out_shape, f32) + 0.2).to(torch::kBFloat16);  // a non-zero mean per column
+
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    ASSERT_TRUE(fused_linear_applies(x));
+    auto run = [&](bool fused) {
+      auto y = fused ? fused_linear(x, weight, bias) : at::linear(x, weight, bias);
+      std::vector<torch::Tensor> inputs{weight, bias};
+      if (c.x_grad) inputs.push_back(x);
+      auto grads = torch::autograd::grad({y}, inputs, {grad_y});
+      return std::make_pair(y, grads);
+    };
+    auto [y, g] = run(true);
+    auto [r_y, r_g] = run(false);
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+    at::autocast::clear_cache();
+
+    EXPECT_TRUE(torch::equal(y, r_y)) << "forward: autocast's own linear";
+    ASSERT_EQ(g[0].scalar_type(), torch::kFloat32);
+    ASSERT_EQ(g[1].scalar_type(), torch::kFloat32);
+    // Exact gradients of the bf16 operands autocast multiplies.
+    auto g64 = grad_y.to(torch::kFloat64).reshape({-1, c.out});
+    auto x64 = x.detach().to(torch::kBFloat16).to(torch::kFloat64).reshape({-1, in});
+    auto exact_w = g64.t().mm(x64), exact_b = g64.sum(0);
+    EXPECT_LT(max_rel(g[0], exact_w), 1e-4) << "weight";
+    EXPECT_LT(max_rel(g[1], exact_b), 1e-4) << "bias";
+    EXPECT_LE(max_rel(g[0], exact_w), max_rel(r_g[0], exact_w) + 1e-6) << "weight: worse than autocast's";
+    EXPECT_LE(max_rel(g[1], exact_b), max_rel(r_g[1], exact_b) + 1e-6) << "bias: worse than autocast's";
+    if (c.x_grad) {
+      ASSERT_EQ(g[2].scalar_type(), x.scalar_type());
+      EXPECT_LT(max_rel(g[2], r_g[2]), 1e-2) << "input";
+    }
+  }
+}
+
 // Same weights, same input: the model with the fused kernels against the model without.
 TEST(FusedNorm, ModelMatchesUnfused) {
   REQUIRE_FUSED_GPU();
@@ -137,6 +198,7 @@ TEST(FusedNorm, ModelMatchesUnfused) {
   torch::manual_seed(3);
   VisionTransformer fused(c);
   c.fused_norm = false;
+  c.fused_bias_grad = false;
   VisionTransformer plain(c);
   copy_weights(fused, plain);
   fused->to(torch::kCUDA);

@@ -1,0 +1,13 @@
+// A build without CUDA: the fused linear backward never applies (see fused_linear.h).
+#include "core/errors.h"
+#include "model/fused_linear.h"
+
+namespace vit::model {
+
+bool fused_linear_applies(const torch::Tensor&) { return false; }
+
+torch::Tensor fused_linear(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) {
+  VIT_THROW(ModelError, "fused linear: this build has no CUDA (check fused_linear_applies() first)");
+}
+
+}  // namespace vit::model

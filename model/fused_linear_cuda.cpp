@@ -1,0 +1,164 @@
+// The fused linear backward (see fused_linear.h): one cuBLASLt GEMM with the BGRADB epilogue
+// gives the weight gradient and the bias gradient, both fp32.
+#include <ATen/autocast_mode.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <cublasLt.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
+
+#include "core/errors.h"
+#include "model/fused_linear.h"
+
+namespace vit::model {
+namespace {
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+void check_lt(cublasStatus_t status, const char* what) {
+  VIT_CHECK(status == CUBLAS_STATUS_SUCCESS, ModelError, "fused linear: cuBLASLt ", what, " failed (status ",
+            static_cast<int>(status), ")");
+}
+
+uint32_t alignment(const void* p) {  // the largest power of two dividing the address, up to 256
+  const auto address = reinterpret_cast<uintptr_t>(p);
+  uint32_t a = 1;
+  while (a < 256 && address % (2 * a) == 0) a *= 2;
+  return a;
+}
+
+// One weight-gradient GEMM shape: descriptors and the algorithm cuBLASLt's heuristic chose.
+// In cuBLAS's column-major terms, with x [M, in] and grad_y [M, out] row-major:
+//   D (in x out, = grad_W [out, in] row-major) = A (x as in x M) * op_T(B) (grad_y as out x M),
+// k = M, and BGRADB reduces B over k: grad_b[o] = sum over rows of grad_y.
+struct Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  bool found = false;  // false: no algorithm for this shape, the unfused ops serve
+
+  Plan(int64_t rows, int64_t in, int64_t out, uint32_t align_x, uint32_t align_grad, size_t workspace) {
+    check_lt(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "descriptor");
+    const cublasOperation_t op_n = CUBLAS_OP_N, op_t = CUBLAS_OP_T;
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BGRADB;
+    const cudaDataType_t bias_type = CUDA_R_32F;
+    check_lt(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_n, sizeof(op_n)), "transa");
+    check_lt(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_t, sizeof(op_t)), "transb");
+    check_lt(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)),
+             "epilogue");
+    check_lt(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)),
+             "bias type");
+    check_lt(cublasLtMatrixLayoutCreate(&a, CUDA_R_16BF, in, rows, in), "layout A");
+    check_lt(cublasLtMatrixLayoutCreate(&b, CUDA_R_16BF, out, rows, out), "layout B");
+    check_lt(cublasLtMatrixLayoutCreate(&d, CUDA_R_32F, in, out, in), "layout D");
+    cublasLtMatmulPreference_t pref = nullptr;
+    check_lt(cublasLtMatmulPreferenceCreate(&pref), "preference");
+    const uint64_t max_workspace = workspace;
+    const uint32_t align_out = 256;  // grad_W and grad_b are fresh allocations
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &max_workspace,
+                                         sizeof(max_workspace));
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_x, sizeof(align_x));
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_grad,
+                                         sizeof(align_grad));
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_out, sizeof(align_out));
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_out, sizeof(align_out));
+    cublasLtMatmulHeuristicResult_t result{};
+    int returned = 0;
+    const auto status = cublasLtMatmulAlgoGetHeuristic(at::cuda::getCurrentCUDABlasLtHandle(), desc, a, b, d, d, pref,
+                                                       1, &result, &returned);
+    cublasLtMatmulPreferenceDestroy(pref);
+    found = status == CUBLAS_STATUS_SUCCESS && returned > 0;
+    if (found) algo = result.algo;
+  }
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
+  ~Plan() {
+    if (d) cublasLtMatrixLayoutDestroy(d);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+// (device, rows, in, out, alignment of x, alignment of grad_y, workspace bytes)
+using PlanKey = std::tuple<int, int64_t, int64_t, int64_t, uint32_t, uint32_t, size_t>;
+
+// grad_W = grad_y^T x and grad_b = column sums of grad_y, fp32. x2 [M, in], g2 [M, out]: bf16,
+// contiguous.
+std::pair<torch::Tensor, torch::Tensor> weight_bias_grads(const torch::Tensor& x2, const torch::Tensor& g2) {
+  const int64_t rows = x2.size(0), in = x2.size(1), out = g2.size(1);
+  const auto f32 = x2.options().dtype(torch::kFloat32);
+  auto grad_w = torch::empty({out, in}, f32), grad_b = torch::empty({out}, f32);
+  if (rows == 0) return {grad_w.zero_(), grad_b.zero_()};
+  at::cuda::getCurrentCUDABlasHandle();  // sets up this stream's workspace where cuBLAS and Lt share one
+  const size_t workspace = at::cuda::getCUDABlasLtWorkspaceSize();
+  const PlanKey key{x2.get_device(), rows, in, out, alignment(x2.data_ptr()), alignment(g2.data_ptr()), workspace};
+  // Plans live for the process (cuBLASLt objects must not be destroyed after CUDA shuts down).
+  static auto* plans = new std::map<PlanKey, std::unique_ptr<Plan>>();
+  static std::mutex mutex;
+  std::lock_guard<std::mutex> lock(mutex);  // the bias pointer is set on the shared descriptor
+  auto& plan = (*plans)[key];
+  if (!plan) plan = std::make_unique<Plan>(rows, in, out, std::get<4>(key), std::get<5>(key), workspace);
+  if (!plan->found) {
+    grad_w.copy_(at::mm(g2.t(), x2));
+    grad_b.copy_(g2.sum(0, /*keepdim=*/false, torch::kFloat32));
+    return {grad_w, grad_b};
+  }
+  void* bias = grad_b.data_ptr();
+  check_lt(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
+           "bias pointer");
+  const float alpha = 1.f, beta = 0.f;
+  check_lt(cublasLtMatmul(at::cuda::getCurrentCUDABlasLtHandle(), plan->desc, &alpha, x2.data_ptr(), plan->a,
+                          g2.data_ptr(), plan->b, &beta, grad_w.data_ptr(), plan->d, grad_w.data_ptr(), plan->d,
+                          &plan->algo, at::cuda::getCUDABlasLtWorkspace(), workspace,
+                          at::cuda::getCurrentCUDAStream()),
+           "matmul");
+  return {grad_w, grad_b};
+}
+
+struct LinearFn : public torch::autograd::Function<LinearFn> {
+  static variable_list forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
+                               const torch::Tensor& bias) {
+    // The casts autocast's linear makes; the bf16 copies are what backward reads.
+    const auto dtype = at::autocast::get_autocast_dtype(at::kCUDA);
+    auto x16 = x.to(dtype).contiguous(), w16 = weight.to(dtype);
+    auto y = at::linear(x16, w16, bias.to(dtype));
+    ctx->save_for_backward({x16, w16});
+    return {y};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto& x16 = saved[0];
+    const auto& w16 = saved[1];
+    c10::cuda::CUDAGuard guard(x16.device());
+    const int64_t in = x16.size(-1), out = w16.size(0), rows = x16.numel() / in;
+    auto g2 = grads[0].to(x16.scalar_type()).reshape({rows, out}).contiguous();
+    torch::Tensor grad_x;
+    if (ctx->needs_input_grad(0)) grad_x = at::mm(g2, w16).view(x16.sizes());
+    auto [grad_w, grad_b] = weight_bias_grads(x16.view({rows, in}), g2);
+    return {grad_x, grad_w, grad_b};
+  }
+};
+
+}  // namespace
+
+bool fused_linear_applies(const torch::Tensor& x) {
+  return x.is_cuda() && torch::GradMode::is_enabled() && at::autocast::is_autocast_enabled(at::kCUDA) &&
+         at::autocast::get_autocast_dtype(at::kCUDA) == at::kBFloat16;
+}
+
+torch::Tensor fused_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  VIT_CHECK(fused_linear_applies(x) && weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1) &&
+                weight.scalar_type() == torch::kFloat32 && bias.defined() && bias.dim() == 1 &&
+                bias.size(0) == weight.size(0) && bias.scalar_type() == torch::kFloat32,
+            ModelError, "fused linear: unsupported input ", x.sizes(), " ", x.scalar_type(), " on ", x.device().str(),
+            " with weight ", weight.sizes(), " (check fused_linear_applies() first)");
+  return LinearFn::apply(x, weight, bias)[0];
+}
+
+}  // namespace vit::model
