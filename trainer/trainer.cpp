@@ -352,11 +352,14 @@ void Trainer::graph_step() {
   if (launch_.world_size > 1) comm_->watch_current_stream(str("CUDA graph replay of step ", step_ + 1));
 }
 
-void Trainer::log_train(double elapsed_s) {
+void Trainer::log_train(std::chrono::steady_clock::time_point interval_start) {
   // Collective on the device communicator: same steps on every rank (Note [Collective order]).
   auto stats = torch::stack({loss_sum_, sample_count_});
   comm_->allreduce(stats, {dist::ReduceOp::kSum})->wait();
   auto host = stats.to(torch::kCPU);
+  // Timed after the copy waited for the device: the host may have queued the interval's steps
+  // long before the GPU ran them (a CUDA graph step takes the host microseconds).
+  const double elapsed_s = seconds_since(interval_start);
   const double loss = host[0].item<double>() / std::max(1.0, host[1].item<double>());
   const double samples = host[1].item<double>();
   const int64_t skipped = optimizer_->skipped_steps().item<int64_t>();
@@ -462,7 +465,7 @@ RunSummary Trainer::fit() {
     train_step();
     profiler_->after_step(step_);
     if (step_ % log_every == 0 || step_ == total_steps_) {
-      log_train(seconds_since(t_log));
+      log_train(t_log);
       t_log = std::chrono::steady_clock::now();
     }
     if (config_.distributed.check_every_steps > 0 && step_ % config_.distributed.check_every_steps == 0)

@@ -13,6 +13,7 @@
 // function of the step count or of a value already reduced over ranks.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -70,7 +71,8 @@ class Trainer {
   void optimise();
   void graph_step();
   void micro_step(const data::Batch& batch, int64_t micro);  // forward + backward of one micro-batch
-  void log_train(double elapsed_s);
+  // One train metrics line for the steps since `interval_start` (timed until their GPU work is done).
+  void log_train(std::chrono::steady_clock::time_point interval_start);
   void save_checkpoint();
   Json rank_state() const;
   void restore_rank_state(const Json& state);

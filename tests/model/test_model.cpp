@@ -347,6 +347,32 @@ TEST(VisionTransformer, DropoutAndDropPathInactiveInEval) {
   EXPECT_TRUE(torch::allclose(a, clean->forward(x), /*rtol=*/0, /*atol=*/1e-6));
 }
 
+// ---- attention backward ----
+
+// The attention's own backward for q, k, v (one gradient written in the projection's layout)
+// against autograd through timm's ops: qkv.reshape(B, N, 3, H, Dh).permute(2, 0, 3, 1, 4).unbind(0).
+TEST(Attention, GradientsMatchTimmsOpsThroughAutograd) {
+  const int64_t B = 3, N = 7, D = 32, H = 4, Dh = D / H;
+  torch::manual_seed(11);
+  Attention attn(D, H, 0.0, 0.0);
+  auto x = torch::randn({B, N, D}, torch::kFloat64).requires_grad_(true);
+  attn->to(torch::kFloat64);
+  auto weight_out = torch::randn({B, N, D}, torch::kFloat64);
+  (attn->forward(x) * weight_out).sum().backward();
+
+  auto params = attn->named_parameters();
+  auto w = params["qkv.weight"].detach().clone().requires_grad_(true);
+  auto b = params["qkv.bias"].detach().clone().requires_grad_(true);
+  auto x_ref = x.detach().clone().requires_grad_(true);
+  auto heads = torch::linear(x_ref, w, b).reshape({B, N, 3, H, Dh}).permute({2, 0, 3, 1, 4}).unbind(0);
+  auto out = at::scaled_dot_product_attention(heads[0], heads[1], heads[2]).transpose(1, 2).reshape({B, N, D});
+  (torch::linear(out, params["proj.weight"].detach(), params["proj.bias"].detach()) * weight_out).sum().backward();
+
+  EXPECT_TRUE(torch::allclose(x.grad(), x_ref.grad(), 1e-10, 1e-12));
+  EXPECT_TRUE(torch::allclose(params["qkv.weight"].grad(), w.grad(), 1e-10, 1e-12));
+  EXPECT_TRUE(torch::allclose(params["qkv.bias"].grad(), b.grad(), 1e-10, 1e-12));
+}
+
 // ---- position-embedding resampling ----
 
 TEST(ResamplePosEmbed, IdentityWhenGridsEqual) {
