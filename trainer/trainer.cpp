@@ -6,6 +6,7 @@
 #include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <functional>
 
 #include "core/errors.h"
 #include "core/files.h"
@@ -459,6 +460,13 @@ RunSummary Trainer::fit() {
 
   auto t0 = std::chrono::steady_clock::now();
   auto t_log = t0;
+  // Evaluation and checkpoints are not training: their time is left out of the logged img/s.
+  auto outside_interval = [&](const std::function<void()>& work) {
+    if (device_.is_cuda()) torch::cuda::synchronize(device_.index());  // queued steps count as training
+    const auto start = std::chrono::steady_clock::now();
+    work();
+    t_log += std::chrono::steady_clock::now() - start;
+  };
   train_loader_->reset_wait_stats();
   while (step_ < total_steps_) {
     profiler_->before_step(step_ + 1);
@@ -470,8 +478,8 @@ RunSummary Trainer::fit() {
     }
     if (config_.distributed.check_every_steps > 0 && step_ % config_.distributed.check_every_steps == 0)
       dist::check_parameters_in_sync(*comm_, param_tensors, step_);
-    if (step_ % eval_every == 0 && step_ != total_steps_) evaluate();
-    if (ckpt_every > 0 && step_ % ckpt_every == 0 && step_ != total_steps_) save_checkpoint();
+    if (step_ % eval_every == 0 && step_ != total_steps_) outside_interval([this] { evaluate(); });
+    if (ckpt_every > 0 && step_ % ckpt_every == 0 && step_ != total_steps_) outside_interval([this] { save_checkpoint(); });
     if (stop_requested()) {
       metrics_->message(str("stop signal received: writing a checkpoint at step ", step_));
       save_checkpoint();
