@@ -60,7 +60,7 @@ class Loader {
   virtual Batch next() = 0;  // the batch at position(), then advances (rolls over to the next epoch)
   virtual LoaderPosition position() const = 0;
   virtual void seek(const LoaderPosition& p) = 0;  // exact resume: the next batch is the one an uninterrupted run would produce there
-  virtual double wait_fraction() const = 0;  // share of wall time next() spent waiting for data since reset_wait_stats()
+  virtual double wait_seconds() const = 0;  // time next() spent waiting for data since reset_wait_stats()
   virtual void reset_wait_stats() = 0;
 };
 

@@ -79,7 +79,7 @@ class ResidentLoader final : public Loader {
     return batch;
   }
 
-  double wait_fraction() const override { return wait_.fraction(); }
+  double wait_seconds() const override { return wait_.seconds(); }
   void reset_wait_stats() override { wait_.reset(); }
 
  private:

@@ -98,7 +98,7 @@ class StreamLoader final : public Loader {
                             mix_key({options_.seed, tag(Stream::kMix), e, s, static_cast<uint64_t>(options_.rank)}));
   }
 
-  double wait_fraction() const override { return wait_.fraction(); }
+  double wait_seconds() const override { return wait_.seconds(); }
   void reset_wait_stats() override { wait_.reset(); }
 
  private:

@@ -16,7 +16,8 @@
 // With set_sync(false) hooks do nothing: micro-batches only accumulate into the buffers.
 // On the MPI backend, hooks also poll the oldest in-flight bucket, which drives MPI progress.
 // compress_bf16: the bucket is cast to a bf16 copy and averaged in bf16; finish() copies back.
-// world_size 1: no hooks, no communication; grads are still bucket views.
+// world_size 1: no hooks, no communication; grads are bucket views with keep_buffers (the
+// default), autograd's own tensors without (what the trainer uses).
 //
 // Non-finite gradients need no extra collective: after finish() the averaged gradient is
 // bitwise identical on every rank (a reduction's result is the same on every rank), so a grad

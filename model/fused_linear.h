@@ -1,14 +1,15 @@
 // Linear layers under bf16 autocast on a GPU whose backward computes the weight gradient and the
-// bias gradient in one cuBLASLt GEMM (the BGRADB epilogue), in fp32.
+// bias gradient with one cuBLASLt call (the BGRADB epilogue), both in fp32.
 //
 // Autocast's linear (at::linear on bf16 copies of x, weight and bias) computes in backward
-// grad_x = grad_y W and grad_W = grad_y^T x as bf16 GEMMs, then the bias gradient as a separate
-// column sum of grad_y (ATen's reduction: about a quarter of memory bandwidth, ~5-10% of a ViT
-// step over its 4 x depth linears), then casts grad_W and grad_b back to the fp32 parameters.
-// Here the column sum happens inside the weight-gradient GEMM, which reads grad_y anyway, and
-// both gradients come out of the GEMM in fp32 (fp32 accumulation as before, but not rounded to
-// bf16 on the way: the same or better than autocast's values). The forward pass and grad_x are
-// autocast's own.
+// grad_x = grad_y W and grad_W = grad_y^T x as bf16 GEMMs, the bias gradient as a separate ATen
+// column sum of grad_y, and casts grad_W and grad_b back to the fp32 parameters. Here one
+// cuBLASLt call returns grad_W and grad_b in fp32 (fp32 accumulation as before, without the bf16
+// rounding: the same or better values), so the casts go away. How cuBLASLt runs the bias sum is
+// its choice: in the ViT-B/16 profile on an H200 it ran as a kernel of its own
+// (docs/benchmarks.md), so this saves the casts and a slower reduction, not the pass over
+// grad_y. The forward pass and grad_x are autocast's own. Shapes without a cuBLASLt algorithm
+// fall back to two ATen calls with the same outputs (logged once).
 #pragma once
 
 #include <torch/torch.h>
@@ -16,11 +17,11 @@
 namespace vit::model {
 
 // True when the fused backward is compiled in (a CUDA build) and applies: x on a GPU under bf16
-// autocast with gradients recorded.
-bool fused_linear_applies(const torch::Tensor& x);
+// autocast with gradients recorded, fp32 weight and bias.
+bool fused_linear_applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
 
 // y = x W^T + b as autocast computes it (bf16 out); x: [..., in], weight [out, in] and bias [out]
-// fp32 parameters. Call only where fused_linear_applies(x).
+// fp32 parameters. Call only where fused_linear_applies(x, weight, bias).
 torch::Tensor fused_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
 
 }  // namespace vit::model

@@ -12,6 +12,7 @@
 #include <tuple>
 
 #include "core/errors.h"
+#include "core/log.h"
 #include "model/fused_linear.h"
 
 namespace vit::model {
@@ -103,10 +104,13 @@ std::pair<torch::Tensor, torch::Tensor> weight_bias_grads(const torch::Tensor& x
   std::lock_guard<std::mutex> lock(mutex);  // the bias pointer is set on the shared descriptor
   auto& plan = (*plans)[key];
   if (!plan) plan = std::make_unique<Plan>(rows, in, out, std::get<4>(key), std::get<5>(key), workspace);
-  if (!plan->found) {
-    grad_w.copy_(at::mm(g2.t(), x2));
-    grad_b.copy_(g2.sum(0, /*keepdim=*/false, torch::kFloat32));
-    return {grad_w, grad_b};
+  if (!plan->found) {  // the same values from two ATen calls
+    static std::once_flag told;
+    std::call_once(told, [&] {
+      log_warn("fused linear: cuBLASLt has no bias-gradient GEMM for ", rows, " x ", in, " -> ", out,
+               " (bf16 in, fp32 out); such layers use two ATen calls instead");
+    });
+    return {at::mm(g2.t(), x2, torch::kFloat32), g2.sum(0, /*keepdim=*/false, torch::kFloat32)};
   }
   void* bias = grad_b.data_ptr();
   check_lt(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
@@ -138,24 +142,26 @@ struct LinearFn : public torch::autograd::Function<LinearFn> {
     c10::cuda::CUDAGuard guard(x16.device());
     const int64_t in = x16.size(-1), out = w16.size(0), rows = x16.numel() / in;
     auto g2 = grads[0].to(x16.scalar_type()).reshape({rows, out}).contiguous();
-    torch::Tensor grad_x;
+    torch::Tensor grad_x, grad_w, grad_b;
     if (ctx->needs_input_grad(0)) grad_x = at::mm(g2, w16).view(x16.sizes());
-    auto [grad_w, grad_b] = weight_bias_grads(x16.view({rows, in}), g2);
+    if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
+      std::tie(grad_w, grad_b) = weight_bias_grads(x16.view({rows, in}), g2);
+    }
     return {grad_x, grad_w, grad_b};
   }
 };
 
 }  // namespace
 
-bool fused_linear_applies(const torch::Tensor& x) {
+bool fused_linear_applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   return x.is_cuda() && torch::GradMode::is_enabled() && at::autocast::is_autocast_enabled(at::kCUDA) &&
-         at::autocast::get_autocast_dtype(at::kCUDA) == at::kBFloat16;
+         at::autocast::get_autocast_dtype(at::kCUDA) == at::kBFloat16 && weight.scalar_type() == torch::kFloat32 &&
+         bias.defined() && bias.scalar_type() == torch::kFloat32;
 }
 
 torch::Tensor fused_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  VIT_CHECK(fused_linear_applies(x) && weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1) &&
-                weight.scalar_type() == torch::kFloat32 && bias.defined() && bias.dim() == 1 &&
-                bias.size(0) == weight.size(0) && bias.scalar_type() == torch::kFloat32,
+  VIT_CHECK(fused_linear_applies(x, weight, bias) && weight.dim() == 2 && x.dim() >= 1 &&
+                x.size(-1) == weight.size(1) && bias.dim() == 1 && bias.size(0) == weight.size(0),
             ModelError, "fused linear: unsupported input ", x.sizes(), " ", x.scalar_type(), " on ", x.device().str(),
             " with weight ", weight.sizes(), " (check fused_linear_applies() first)");
   return LinearFn::apply(x, weight, bias)[0];

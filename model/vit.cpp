@@ -20,7 +20,7 @@ namespace {
 // exactly as PyTorch's nn.Linear does. fused: the same forward, with weight and bias gradients
 // from one GEMM where it applies (fused_linear.h).
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, bool fused) {
-  if (fused && fused_linear_applies(x)) return fused_linear(x, weight, bias);
+  if (fused && fused_linear_applies(x, weight, bias)) return fused_linear(x, weight, bias);
   return at::linear(x, weight, bias);
 }
 torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x, bool fused) {

@@ -1,4 +1,5 @@
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include "trainer/device_stats.h"
 
@@ -13,6 +14,10 @@ double peak_memory_bytes(const torch::Device& device) {
 
 void reset_peak_memory(const torch::Device& device) {
   if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+}
+
+void wait_for_device(const torch::Device& device) {
+  if (device.is_cuda()) c10::cuda::getCurrentCUDAStream(device.index()).synchronize();
 }
 
 }  // namespace vit::train

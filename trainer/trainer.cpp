@@ -373,7 +373,8 @@ void Trainer::log_train(std::chrono::steady_clock::time_point interval_start) {
   line["grad_norm"] = grad_norm_.item<double>();
   line["img_per_s"] = samples / std::max(elapsed_s, 1e-9);
   line["img_per_s_per_rank"] = samples / std::max(elapsed_s, 1e-9) / launch_.world_size;
-  line["data_wait"] = train_loader_->wait_fraction();
+  // Share of the same interval (evaluation and checkpoints left out) spent waiting for data.
+  line["data_wait"] = std::min(1.0, train_loader_->wait_seconds() / std::max(elapsed_s, 1e-9));
   line["skipped_steps"] = skipped;
   if (device_.is_cuda()) {
     // Peak of this logging interval (the first one includes start-up and the first step's
@@ -462,7 +463,7 @@ RunSummary Trainer::fit() {
   auto t_log = t0;
   // Evaluation and checkpoints are not training: their time is left out of the logged img/s.
   auto outside_interval = [&](const std::function<void()>& work) {
-    if (device_.is_cuda()) torch::cuda::synchronize(device_.index());  // queued steps count as training
+    wait_for_device(device_);  // the steps queued so far count as training
     const auto start = std::chrono::steady_clock::now();
     work();
     t_log += std::chrono::steady_clock::now() - start;

@@ -123,7 +123,9 @@ class LoaderSharding : public ::testing::TestWithParam<std::tuple<std::string, i
     *steps = -1;
     for (int r = 0; r < world; ++r) {
       auto loader = make_loader(l.config, options(r, world, train));
-      if (*steps >= 0) EXPECT_EQ(loader->steps_per_epoch(), *steps) << "ranks disagree on steps";
+      if (*steps >= 0) {
+        EXPECT_EQ(loader->steps_per_epoch(), *steps) << "ranks disagree on steps";
+      }
       *steps = loader->steps_per_epoch();
       loader->seek({epoch, 0});
       for (int64_t s = 0; s < *steps; ++s) {
@@ -177,7 +179,9 @@ TEST_P(LoaderSharding, TrainEpochIsDisjointEqualAndReshuffled) {
       EXPECT_TRUE(seen.insert(i).second) << "sample " << i << " twice in an epoch";
       EXPECT_GE(i, 0);
       EXPECT_LT(i, kTrain);
-      if (!l.shard_sizes.empty()) EXPECT_TRUE(own_shard_samples(l.shard_sizes, world, r).count(i)) << i;
+      if (!l.shard_sizes.empty()) {
+        EXPECT_TRUE(own_shard_samples(l.shard_sizes, world, r).count(i)) << i;
+      }
     }
   }
   int64_t steps1 = 0;
@@ -195,7 +199,9 @@ TEST_P(LoaderSharding, EvalCoversEverySampleExactlyOnce) {
   for (const auto& r : per_rank) all.insert(r.begin(), r.end());
   EXPECT_EQ(static_cast<int64_t>(all.size()), kEval);
   for (int64_t i = 0; i < kEval; ++i) EXPECT_EQ(all.count(i), 1u) << "eval sample " << i;
-  if (l.shard_sizes.empty()) EXPECT_EQ(steps, (kEval + world * kBatch - 1) / (world * kBatch));
+  if (l.shard_sizes.empty()) {
+    EXPECT_EQ(steps, (kEval + world * kBatch - 1) / (world * kBatch));
+  }
 }
 
 TEST_P(LoaderSharding, SameSeedIsBitIdenticalAndResumeIsExact) {

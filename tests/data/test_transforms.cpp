@@ -145,7 +145,9 @@ TEST(BatchFinisher, Bf16ImagesAreTheFp32BatchRoundedOnce) {
     ASSERT_EQ(b.images.scalar_type(), torch::kBFloat16);
     EXPECT_TRUE(torch::equal(b.images, a.images.to(torch::kBFloat16))) << "mixup " << mixup << " cutmix " << cutmix;
     EXPECT_EQ(a.targets.defined(), mixup > 0 || cutmix > 0);
-    if (a.targets.defined()) EXPECT_TRUE(torch::equal(a.targets, b.targets));
+    if (a.targets.defined()) {
+      EXPECT_TRUE(torch::equal(a.targets, b.targets));
+    }
   }
 }
 

@@ -160,7 +160,7 @@ TEST(FusedLinear, MatchesAutocastLinear) {
 
     at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
     at::autocast::set_autocast_enabled(at::kCUDA, true);
-    ASSERT_TRUE(fused_linear_applies(x));
+    ASSERT_TRUE(fused_linear_applies(x, weight, bias));
     auto run = [&](bool fused) {
       auto y = fused ? fused_linear(x, weight, bias) : at::linear(x, weight, bias);
       std::vector<torch::Tensor> inputs{weight, bias};
@@ -191,14 +191,18 @@ TEST(FusedLinear, MatchesAutocastLinear) {
   }
 }
 
-// Same weights, same input: the model with the fused kernels against the model without.
-TEST(FusedNorm, ModelMatchesUnfused) {
-  REQUIRE_FUSED_GPU();
+// Same weights, same input: the model with the fused paths against the model with ATen's ops
+// for the ones switched off, one switch at a time and both, so a failure names its path.
+struct Fusions {
+  bool norm, bias_grad;
+};
+
+void expect_model_matches_unfused(Fusions off) {
   ModelConfig c = model_config(32, 4, 384, 4, 6, 1536, 10);
   torch::manual_seed(3);
   VisionTransformer fused(c);
-  c.fused_norm = false;
-  c.fused_bias_grad = false;
+  c.fused_norm = !off.norm;
+  c.fused_bias_grad = !off.bias_grad;
   VisionTransformer plain(c);
   copy_weights(fused, plain);
   fused->to(torch::kCUDA);
@@ -224,6 +228,21 @@ TEST(FusedNorm, ModelMatchesUnfused) {
     if (e > worst) worst = e, worst_name = p.key();
   }
   EXPECT_LT(worst, 5e-2) << worst_name;  // bf16 matmuls on both sides; same values up to summation order
+}
+
+TEST(FusedNorm, ModelMatchesUnfused) {
+  REQUIRE_FUSED_GPU();
+  expect_model_matches_unfused({/*norm=*/true, /*bias_grad=*/false});
+}
+
+TEST(FusedLinear, ModelMatchesAutocastLinear) {
+  REQUIRE_FUSED_GPU();
+  expect_model_matches_unfused({/*norm=*/false, /*bias_grad=*/true});
+}
+
+TEST(FusedNormAndLinear, ModelMatchesAtenOps) {
+  REQUIRE_FUSED_GPU();
+  expect_model_matches_unfused({/*norm=*/true, /*bias_grad=*/true});
 }
 
 // fp32 on the GPU (patch embedding as a matmul, ATen's SDPA) against the CPU (convolution).
