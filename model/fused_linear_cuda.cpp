@@ -43,6 +43,19 @@ struct Plan {
   bool found = false;  // false: no algorithm for this shape, the unfused ops serve
 
   Plan(int64_t rows, int64_t in, int64_t out, uint32_t align_x, uint32_t align_grad, size_t workspace) {
+    try {
+      create(rows, in, out, align_x, align_grad, workspace);
+    } catch (...) {
+      release();  // a destructor does not run for a constructor that throws
+      throw;
+    }
+  }
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
+  ~Plan() { release(); }
+
+ private:
+  void create(int64_t rows, int64_t in, int64_t out, uint32_t align_x, uint32_t align_grad, size_t workspace) {
     check_lt(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "descriptor");
     const cublasOperation_t op_n = CUBLAS_OP_N, op_t = CUBLAS_OP_T;
     const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BGRADB;
@@ -75,13 +88,13 @@ struct Plan {
     found = status == CUBLAS_STATUS_SUCCESS && returned > 0;
     if (found) algo = result.algo;
   }
-  Plan(const Plan&) = delete;
-  Plan& operator=(const Plan&) = delete;
-  ~Plan() {
+  void release() {
     if (d) cublasLtMatrixLayoutDestroy(d);
     if (b) cublasLtMatrixLayoutDestroy(b);
     if (a) cublasLtMatrixLayoutDestroy(a);
     if (desc) cublasLtMatmulDescDestroy(desc);
+    d = b = a = nullptr;
+    desc = nullptr;
   }
 };
 
