@@ -30,7 +30,7 @@ torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x, boo
 // permute(2, 0, 3, 1, 4).unbind(0)), with a backward that writes dq, dk and dv straight into one
 // gradient in the projection's layout. Autograd's own backward of unbind + permute stacks them
 // as [3, B, H, N, Dh] and then copies that into [B, N, 3, H, Dh]: two full passes, the stack from
-// strided attention gradients (~12% of a ViT-B/16 step on an H200, against ~2% here).
+// strided attention gradients (~12% of a ViT-B/16 step in an H200 profile, docs/benchmarks.md).
 struct SplitHeadsFn : public torch::autograd::Function<SplitHeadsFn> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& qkv) {
     ctx->saved_data["sizes"] = qkv.sizes().vec();
