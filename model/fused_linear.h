@@ -22,6 +22,10 @@ bool fused_linear_applies(const torch::Tensor& x, const torch::Tensor& weight, c
 
 // y = x W^T + b as autocast computes it (bf16 out); x: [..., in], weight [out, in] and bias [out]
 // fp32 parameters. Call only where fused_linear_applies(x, weight, bias).
-torch::Tensor fused_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
+// bias_grad = false: backward leaves the bias gradient to the kernel that consumes y's gradient
+// (fused_add_layer_norm's branch_bias, fused_gelu's bias), which sums it in a pass it makes anyway;
+// the weight-gradient GEMM then runs without the epilogue.
+torch::Tensor fused_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+                           bool bias_grad = true);
 
 }  // namespace vit::model

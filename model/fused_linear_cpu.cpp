@@ -6,7 +6,7 @@ namespace vit::model {
 
 bool fused_linear_applies(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) { return false; }
 
-torch::Tensor fused_linear(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) {
+torch::Tensor fused_linear(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&, bool) {
   VIT_THROW(ModelError, "fused linear: this build has no CUDA (check fused_linear_applies() first)");
 }
 

@@ -1,5 +1,6 @@
 // The fused linear backward (see fused_linear.h): one cuBLASLt GEMM with the BGRADB epilogue
-// gives the weight gradient and the bias gradient, both fp32.
+// gives the weight gradient and the bias gradient, both fp32 (without the epilogue where another
+// kernel computes the bias gradient).
 #include <ATen/autocast_mode.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -35,16 +36,16 @@ uint32_t alignment(const void* p) {  // the largest power of two dividing the ad
 // One weight-gradient GEMM shape: descriptors and the algorithm cuBLASLt's heuristic chose.
 // In cuBLAS's column-major terms, with x [M, in] and grad_y [M, out] row-major:
 //   D (in x out, = grad_W [out, in] row-major) = A (x as in x M) * op_T(B) (grad_y as out x M),
-// k = M, and BGRADB reduces B over k: grad_b[o] = sum over rows of grad_y.
+// k = M, and BGRADB reduces B over k: grad_b[o] = sum over rows of grad_y (with_bias only).
 struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
   cublasLtMatmulAlgo_t algo{};
   bool found = false;  // false: no algorithm for this shape, the unfused ops serve
 
-  Plan(int64_t rows, int64_t in, int64_t out, uint32_t align_x, uint32_t align_grad, size_t workspace) {
+  Plan(int64_t rows, int64_t in, int64_t out, uint32_t align_x, uint32_t align_grad, size_t workspace, bool with_bias) {
     try {
-      create(rows, in, out, align_x, align_grad, workspace);
+      create(rows, in, out, align_x, align_grad, workspace, with_bias);
     } catch (...) {
       release();  // a destructor does not run for a constructor that throws
       throw;
@@ -55,17 +56,21 @@ struct Plan {
   ~Plan() { release(); }
 
  private:
-  void create(int64_t rows, int64_t in, int64_t out, uint32_t align_x, uint32_t align_grad, size_t workspace) {
+  void create(int64_t rows, int64_t in, int64_t out, uint32_t align_x, uint32_t align_grad, size_t workspace,
+              bool with_bias) {
     check_lt(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "descriptor");
     const cublasOperation_t op_n = CUBLAS_OP_N, op_t = CUBLAS_OP_T;
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BGRADB;
-    const cudaDataType_t bias_type = CUDA_R_32F;
     check_lt(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_n, sizeof(op_n)), "transa");
     check_lt(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_t, sizeof(op_t)), "transb");
-    check_lt(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)),
-             "epilogue");
-    check_lt(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)),
-             "bias type");
+    if (with_bias) {
+      const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BGRADB;
+      const cudaDataType_t bias_type = CUDA_R_32F;
+      check_lt(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)),
+               "epilogue");
+      check_lt(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+                                              sizeof(bias_type)),
+               "bias type");
+    }
     check_lt(cublasLtMatrixLayoutCreate(&a, CUDA_R_16BF, in, rows, in), "layout A");
     check_lt(cublasLtMatrixLayoutCreate(&b, CUDA_R_16BF, out, rows, out), "layout B");
     check_lt(cublasLtMatrixLayoutCreate(&d, CUDA_R_32F, in, out, in), "layout D");
@@ -98,36 +103,42 @@ struct Plan {
   }
 };
 
-// (device, rows, in, out, alignment of x, alignment of grad_y, workspace bytes)
-using PlanKey = std::tuple<int, int64_t, int64_t, int64_t, uint32_t, uint32_t, size_t>;
+// (device, rows, in, out, alignment of x, alignment of grad_y, workspace bytes, with bias)
+using PlanKey = std::tuple<int, int64_t, int64_t, int64_t, uint32_t, uint32_t, size_t, bool>;
 
-// grad_W = grad_y^T x and grad_b = column sums of grad_y, fp32. x2 [M, in], g2 [M, out]: bf16,
-// contiguous.
-std::pair<torch::Tensor, torch::Tensor> weight_bias_grads(const torch::Tensor& x2, const torch::Tensor& g2) {
+// grad_W = grad_y^T x and, with_bias, grad_b = column sums of grad_y (else undefined), fp32.
+// x2 [M, in], g2 [M, out]: bf16, contiguous.
+std::pair<torch::Tensor, torch::Tensor> weight_bias_grads(const torch::Tensor& x2, const torch::Tensor& g2,
+                                                          bool with_bias) {
   const int64_t rows = x2.size(0), in = x2.size(1), out = g2.size(1);
   const auto f32 = x2.options().dtype(torch::kFloat32);
-  auto grad_w = torch::empty({out, in}, f32), grad_b = torch::empty({out}, f32);
-  if (rows == 0) return {grad_w.zero_(), grad_b.zero_()};
+  auto grad_w = torch::empty({out, in}, f32);
+  auto grad_b = with_bias ? torch::empty({out}, f32) : torch::Tensor();
+  if (rows == 0) return {grad_w.zero_(), with_bias ? grad_b.zero_() : grad_b};
   at::cuda::getCurrentCUDABlasHandle();  // sets up this stream's workspace where cuBLAS and Lt share one
   const size_t workspace = at::cuda::getCUDABlasLtWorkspaceSize();
-  const PlanKey key{x2.get_device(), rows, in, out, alignment(x2.data_ptr()), alignment(g2.data_ptr()), workspace};
+  const PlanKey key{x2.get_device(), rows, in, out, alignment(x2.data_ptr()), alignment(g2.data_ptr()),
+                    workspace, with_bias};
   // Plans live for the process (cuBLASLt objects must not be destroyed after CUDA shuts down).
   static auto* plans = new std::map<PlanKey, std::unique_ptr<Plan>>();
   static std::mutex mutex;
   std::lock_guard<std::mutex> lock(mutex);  // the bias pointer is set on the shared descriptor
   auto& plan = (*plans)[key];
-  if (!plan) plan = std::make_unique<Plan>(rows, in, out, std::get<4>(key), std::get<5>(key), workspace);
+  if (!plan) plan = std::make_unique<Plan>(rows, in, out, std::get<4>(key), std::get<5>(key), workspace, with_bias);
   if (!plan->found) {  // the same values from two ATen calls
     static std::once_flag told;
     std::call_once(told, [&] {
-      log_warn("fused linear: cuBLASLt has no bias-gradient GEMM for ", rows, " x ", in, " -> ", out,
-               " (bf16 in, fp32 out); such layers use two ATen calls instead");
+      log_warn("fused linear: cuBLASLt has no weight-gradient GEMM for ", rows, " x ", in, " -> ", out,
+               " (bf16 in, fp32 out", with_bias ? ", bias gradient" : "", "); such layers use ATen calls instead");
     });
-    return {at::mm(g2.t(), x2, torch::kFloat32), g2.sum(0, /*keepdim=*/false, torch::kFloat32)};
+    return {at::mm(g2.t(), x2, torch::kFloat32),
+            with_bias ? g2.sum(0, /*keepdim=*/false, torch::kFloat32) : torch::Tensor()};
   }
-  void* bias = grad_b.data_ptr();
-  check_lt(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
-           "bias pointer");
+  if (with_bias) {
+    void* bias = grad_b.data_ptr();
+    check_lt(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
+             "bias pointer");
+  }
   const float alpha = 1.f, beta = 0.f;
   check_lt(cublasLtMatmul(at::cuda::getCurrentCUDABlasLtHandle(), plan->desc, &alpha, x2.data_ptr(), plan->a,
                           g2.data_ptr(), plan->b, &beta, grad_w.data_ptr(), plan->d, grad_w.data_ptr(), plan->d,
@@ -139,12 +150,13 @@ std::pair<torch::Tensor, torch::Tensor> weight_bias_grads(const torch::Tensor& x
 
 struct LinearFn : public torch::autograd::Function<LinearFn> {
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                               const torch::Tensor& bias) {
+                               const torch::Tensor& bias, bool bias_grad) {
     // The casts autocast's linear makes; the bf16 copies are what backward reads.
     const auto dtype = at::autocast::get_autocast_dtype(at::kCUDA);
     auto x16 = x.to(dtype).contiguous(), w16 = weight.to(dtype);
     auto y = at::linear(x16, w16, bias.to(dtype));
     ctx->save_for_backward({x16, w16});
+    ctx->saved_data["bias_grad"] = bias_grad;
     return {y};
   }
 
@@ -157,10 +169,11 @@ struct LinearFn : public torch::autograd::Function<LinearFn> {
     auto g2 = grads[0].to(x16.scalar_type()).reshape({rows, out}).contiguous();
     torch::Tensor grad_x, grad_w, grad_b;
     if (ctx->needs_input_grad(0)) grad_x = at::mm(g2, w16).view(x16.sizes());
-    if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
-      std::tie(grad_w, grad_b) = weight_bias_grads(x16.view({rows, in}), g2);
+    const bool bias_grad = ctx->saved_data["bias_grad"].toBool() && ctx->needs_input_grad(2);
+    if (ctx->needs_input_grad(1) || bias_grad) {
+      std::tie(grad_w, grad_b) = weight_bias_grads(x16.view({rows, in}), g2, bias_grad);
     }
-    return {grad_x, grad_w, grad_b};
+    return {grad_x, grad_w, grad_b, torch::Tensor()};
   }
 };
 
@@ -172,12 +185,13 @@ bool fused_linear_applies(const torch::Tensor& x, const torch::Tensor& weight, c
          bias.defined() && bias.scalar_type() == torch::kFloat32;
 }
 
-torch::Tensor fused_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+torch::Tensor fused_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+                           bool bias_grad) {
   VIT_CHECK(fused_linear_applies(x, weight, bias) && weight.dim() == 2 && x.dim() >= 1 &&
                 x.size(-1) == weight.size(1) && bias.dim() == 1 && bias.size(0) == weight.size(0),
             ModelError, "fused linear: unsupported input ", x.sizes(), " ", x.scalar_type(), " on ", x.device().str(),
             " with weight ", weight.sizes(), " (check fused_linear_applies() first)");
-  return LinearFn::apply(x, weight, bias)[0];
+  return LinearFn::apply(x, weight, bias, bias_grad)[0];
 }
 
 }  // namespace vit::model

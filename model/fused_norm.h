@@ -26,9 +26,14 @@ torch::Tensor fused_layer_norm(const torch::Tensor& x, const torch::nn::LayerNor
 // s = residual + sample_scale[b] * branch and LayerNorm(s) as bf16; returns {s (fp32), normed}.
 // residual: [B, N, D] fp32; branch: [B, N, D] bf16; sample_scale: [B] fp32 (drop path: 0 or
 // 1/keep per sample) or undefined (1).
+// branch_bias (optional, fp32 [D]): the bias the Linear that made `branch` added. Its gradient,
+// the column sums of the branch gradient in fp32, then comes from this backward pass (the kernel
+// that writes the branch gradient sums it), so that Linear must not compute it too
+// (fused_linear(..., bias_grad=false)) and nothing may sit between the two (no active dropout).
 std::pair<torch::Tensor, torch::Tensor> fused_add_layer_norm(const torch::Tensor& residual,
                                                              const torch::Tensor& branch,
                                                              const torch::Tensor& sample_scale,
-                                                             const torch::nn::LayerNorm& norm);
+                                                             const torch::nn::LayerNorm& norm,
+                                                             const torch::Tensor& branch_bias = {});
 
 }  // namespace vit::model

@@ -11,7 +11,8 @@ torch::Tensor fused_layer_norm(const torch::Tensor&, const torch::nn::LayerNorm&
 }
 
 std::pair<torch::Tensor, torch::Tensor> fused_add_layer_norm(const torch::Tensor&, const torch::Tensor&,
-                                                             const torch::Tensor&, const torch::nn::LayerNorm&) {
+                                                             const torch::Tensor&, const torch::nn::LayerNorm&,
+                                                             const torch::Tensor&) {
   VIT_THROW(ModelError, "fused LayerNorm: this build has no CUDA kernels");
 }
 

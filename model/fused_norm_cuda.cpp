@@ -25,7 +25,7 @@ T* ptr(const torch::Tensor& t) {
 // Forward of both functions: normed = LayerNorm(residual [+ scale * branch]).
 variable_list norm_forward(AutogradContext* ctx, const torch::Tensor& residual, const torch::Tensor& branch,
                            const torch::Tensor& scale, const torch::Tensor& weight, const torch::Tensor& bias,
-                           double eps) {
+                           double eps, bool sum_branch = false) {
   c10::cuda::CUDAGuard guard(residual.device());
   // An unused output (the final norm's sum) gets an undefined gradient, not a zero-filled one:
   // the kernel skips it.
@@ -53,11 +53,13 @@ variable_list norm_forward(AutogradContext* ctx, const torch::Tensor& residual, 
   check_cuda(kernels::launch_norm_forward(args, at::cuda::getCurrentCUDAStream()), "forward");
   ctx->save_for_backward({b.defined() ? sum : x, stats, weight, s});
   ctx->saved_data["has_branch"] = b.defined();
+  ctx->saved_data["sum_branch"] = b.defined() && sum_branch;
   if (b.defined()) return {sum, normed};
   return {normed};
 }
 
-// Backward: {grad of the residual input, grad of the branch (bf16) or undefined, grad weight, grad bias}.
+// Backward: {grad of the residual input, grad of the branch (bf16) or undefined, grad weight, grad bias,
+// column sums of the branch gradient in fp32 or undefined}.
 std::vector<torch::Tensor> norm_backward(AutogradContext* ctx, torch::Tensor grad_normed,
                                          const torch::Tensor& grad_sum) {
   auto saved = ctx->get_saved_variables();
@@ -66,6 +68,7 @@ std::vector<torch::Tensor> norm_backward(AutogradContext* ctx, torch::Tensor gra
   const auto& weight = saved[2];
   const auto& scale = saved[3];
   const bool has_branch = ctx->saved_data["has_branch"].toBool();
+  const bool sum_branch = ctx->saved_data["sum_branch"].toBool();
   c10::cuda::CUDAGuard guard(x.device());
   const int64_t D = x.size(-1), rows = x.numel() / D;
   grad_normed = grad_normed.defined() ? grad_normed.to(torch::kBFloat16).contiguous()
@@ -84,18 +87,21 @@ std::vector<torch::Tensor> norm_backward(AutogradContext* ctx, torch::Tensor gra
                                  ptr<uint16_t>(grad_branch),
                                  nullptr,
                                  nullptr,
+                                 nullptr,
                                  rows,
                                  D,
-                                 has_branch ? x.size(1) : 1};
+                                 has_branch ? x.size(1) : 1,
+                                 sum_branch};
   int blocks = 0;
   check_cuda(kernels::norm_backward_blocks(args, x.get_device(), &blocks), "backward grid");
-  auto partial = torch::empty({2, blocks, D}, x.options());
+  auto partial = torch::empty({sum_branch ? 3 : 2, blocks, D}, x.options());
   args.weight_partial = ptr<float>(partial[0]);
   args.bias_partial = ptr<float>(partial[1]);
+  if (sum_branch) args.branch_bias_partial = ptr<float>(partial[2]);
   if (rows == 0) partial.zero_();
   check_cuda(kernels::launch_norm_backward(args, blocks, at::cuda::getCurrentCUDAStream()), "backward");
-  auto sums = partial.sum(1);  // [2, D]
-  return {grad_x, grad_branch, sums[0], sums[1]};
+  auto sums = partial.sum(1);  // [2 or 3, D]
+  return {grad_x, grad_branch, sums[0], sums[1], sum_branch ? sums[2] : torch::Tensor()};
 }
 
 struct LayerNormFn : public torch::autograd::Function<LayerNormFn> {
@@ -112,12 +118,14 @@ struct LayerNormFn : public torch::autograd::Function<LayerNormFn> {
 struct AddLayerNormFn : public torch::autograd::Function<AddLayerNormFn> {
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& residual, const torch::Tensor& branch,
                                const std::optional<torch::Tensor>& scale, const torch::Tensor& weight,
-                               const torch::Tensor& bias, double eps) {
-    return norm_forward(ctx, residual, branch, scale.value_or(torch::Tensor()), weight, bias, eps);
+                               const torch::Tensor& bias, double eps, const std::optional<torch::Tensor>& branch_bias) {
+    // branch_bias is not read: the branch already holds it. It is an input for its gradient.
+    return norm_forward(ctx, residual, branch, scale.value_or(torch::Tensor()), weight, bias, eps,
+                        branch_bias.has_value());
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto g = norm_backward(ctx, grads[1], grads[0]);
-    return {g[0], g[1], torch::Tensor(), g[2], g[3], torch::Tensor()};
+    return {g[0], g[1], torch::Tensor(), g[2], g[3], torch::Tensor(), g[4]};
   }
 };
 
@@ -144,7 +152,8 @@ torch::Tensor fused_layer_norm(const torch::Tensor& x, const torch::nn::LayerNor
 std::pair<torch::Tensor, torch::Tensor> fused_add_layer_norm(const torch::Tensor& residual,
                                                              const torch::Tensor& branch,
                                                              const torch::Tensor& sample_scale,
-                                                             const torch::nn::LayerNorm& norm) {
+                                                             const torch::nn::LayerNorm& norm,
+                                                             const torch::Tensor& branch_bias) {
   check_norm(residual, norm);
   VIT_CHECK(residual.dim() == 3 && branch.sizes() == residual.sizes() && branch.scalar_type() == torch::kBFloat16,
             ModelError, "fused LayerNorm: branch ", branch.sizes(), " ", branch.scalar_type(),
@@ -153,9 +162,14 @@ std::pair<torch::Tensor, torch::Tensor> fused_add_layer_norm(const torch::Tensor
                 (sample_scale.dim() == 1 && sample_scale.size(0) == residual.size(0) &&
                  sample_scale.scalar_type() == torch::kFloat32),
             ModelError, "fused LayerNorm: sample_scale must be fp32 [B]");
-  std::optional<torch::Tensor> scale;
+  VIT_CHECK(!branch_bias.defined() || (branch_bias.dim() == 1 && branch_bias.size(0) == residual.size(-1) &&
+                                        branch_bias.scalar_type() == torch::kFloat32),
+            ModelError, "fused LayerNorm: branch_bias must be fp32 [", residual.size(-1), "], got ",
+            branch_bias.sizes(), " ", branch_bias.scalar_type());
+  std::optional<torch::Tensor> scale, bias_in;
   if (sample_scale.defined()) scale = sample_scale;
-  auto out = AddLayerNormFn::apply(residual, branch, scale, norm->weight, norm->bias, norm->options.eps());
+  if (branch_bias.defined()) bias_in = branch_bias;
+  auto out = AddLayerNormFn::apply(residual, branch, scale, norm->weight, norm->bias, norm->options.eps(), bias_in);
   return {out[0], out[1]};
 }
 

@@ -1,6 +1,7 @@
 // Residual add (+ per-sample drop-path scale) + LayerNorm + bf16 output in one pass, and its
 // backward (LayerNorm gradient + the residual gradient + the bf16 branch gradient + per-block
-// weight/bias partial sums) in one pass. One warp per row, the row in registers; widths that are
+// weight/bias partial sums, and optionally those of the branch gradient: the bias gradient of the
+// Linear that made the branch) in one pass. One warp per row, the row in registers; widths that are
 // a multiple of 128 move 4 columns per lane per access (see column()), others one.
 //
 // Numerics: fp32 throughout, two-pass mean / variance over the row held in registers, output
@@ -149,19 +150,40 @@ __global__ void __launch_bounds__(kForwardWarps * 32) norm_forward_kernel(NormFo
   }
 }
 
-// Shared memory for the block reduction: 2 * warps * 32 * E floats <= 32 KB.
+// Shared memory for the block reduction: warps * 32 * E floats <= 32 KB, reused per sum.
 template <int E>
 constexpr int kBackwardWarps = E > 16 ? 4 : 8;
 
+// Column sums over the block's warps of one per-lane accumulator, written as the block's partial
+// row. Every thread of the block calls it.
 template <int E, bool V>
+__device__ __forceinline__ void block_column_sums(float (&shared)[kBackwardWarps<E>][32 * E], const float (&acc)[E],
+                                                  int64_t D, float* __restrict__ out) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();  // the previous call's reads are done
+#pragma unroll
+  for (int i = 0; i < E; ++i) shared[warp][column<V>(lane, i)] = acc[i];  // column < 32 E in both layouts
+  __syncthreads();
+  for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
+    float sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < kBackwardWarps<E>; ++w) sum += shared[w][c];
+    out[blockIdx.x * D + c] = sum;
+  }
+}
+
+// BB: also sum the branch gradient (fp32, before its bf16 rounding) per column.
+template <int E, bool V, bool BB>
 __global__ void __launch_bounds__(kBackwardWarps<E> * 32) norm_backward_kernel(NormBackwardArgs a) {
   constexpr int kWarps = kBackwardWarps<E>;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t D = a.width;
   const float inv_d = 1.f / static_cast<float>(D);
-  float dw[E], db[E], weight[E];
+  float dw[E], db[E], dbb[BB ? E : 1], weight[E];
 #pragma unroll
   for (int i = 0; i < E; ++i) dw[i] = db[i] = 0.f;
+#pragma unroll
+  for (int i = 0; i < (BB ? E : 1); ++i) dbb[i] = 0.f;
 
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + warp; row < a.rows;
        row += static_cast<int64_t>(gridDim.x) * kWarps) {
@@ -200,27 +222,18 @@ __global__ void __launch_bounds__(kBackwardWarps<E> * 32) norm_backward_kernel(N
 #pragma unroll
       for (int i = 0; i < E; ++i) dx[i] *= scale;
       store_bf16<E, V>(a.grad_branch + off, D, lane, dx);
+      if constexpr (BB) {
+#pragma unroll
+        for (int i = 0; i < E; ++i) dbb[i] += dx[i];  // padding columns: dx = 0
+      }
     }
   }
 
-  // Column sums of the block's warps, then one partial row per block.
-  __shared__ float shared[2][kWarps][32 * E];
-#pragma unroll
-  for (int i = 0; i < E; ++i) {
-    shared[0][warp][column<V>(lane, i)] = dw[i];  // column < 32 E in both layouts
-    shared[1][warp][column<V>(lane, i)] = db[i];
-  }
-  __syncthreads();
-  for (int64_t c = threadIdx.x; c < D; c += blockDim.x) {
-    float sw = 0.f, sb = 0.f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
-      sw += shared[0][w][c];
-      sb += shared[1][w][c];
-    }
-    a.weight_partial[blockIdx.x * D + c] = sw;
-    a.bias_partial[blockIdx.x * D + c] = sb;
-  }
+  // Column sums of the block's warps, one partial row per block for each sum.
+  __shared__ float shared[kWarps][32 * E];
+  block_column_sums<E, V>(shared, dw, D, a.weight_partial);
+  block_column_sums<E, V>(shared, db, D, a.bias_partial);
+  if constexpr (BB) block_column_sums<E, V>(shared, dbb, D, a.branch_bias_partial);
 }
 
 // The vector layout needs whole 128-column groups and aligned rows.
@@ -247,12 +260,23 @@ cudaError_t forward_with(const NormForwardArgs& a, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+bool branch_bias(const NormBackwardArgs& a) { return a.sum_branch && a.grad_branch != nullptr; }
+
+template <int E, bool V>
+void backward_on(const NormBackwardArgs& a, int blocks, cudaStream_t stream) {
+  if (branch_bias(a)) {
+    norm_backward_kernel<E, V, true><<<blocks, kBackwardWarps<E> * 32, 0, stream>>>(a);
+  } else {
+    norm_backward_kernel<E, V, false><<<blocks, kBackwardWarps<E> * 32, 0, stream>>>(a);
+  }
+}
+
 template <int E>
 cudaError_t backward_with(const NormBackwardArgs& a, int blocks, cudaStream_t stream) {
   if (vector_layout(a)) {
-    norm_backward_kernel<E, true><<<blocks, kBackwardWarps<E> * 32, 0, stream>>>(a);
+    backward_on<E, true>(a, blocks, stream);
   } else {
-    norm_backward_kernel<E, false><<<blocks, kBackwardWarps<E> * 32, 0, stream>>>(a);
+    backward_on<E, false>(a, blocks, stream);
   }
   return cudaGetLastError();
 }
@@ -279,17 +303,18 @@ struct ForwardLaunch {
 // One full wave: as many blocks as fit on the GPU at once (each loops over rows), no more than
 // there are rows for. The wave size is asked of the driver once per (device, E, layout).
 constexpr int kCachedDevices = 64;
-std::atomic<int> g_wave_cache[kCachedDevices][8][2];  // [device][E / 4 - 1][vector], 0 = not yet known
+std::atomic<int> g_wave_cache[kCachedDevices][8][2][2];  // [device][E / 4 - 1][vector][BB], 0 = not yet known
 
-template <int E, bool V>
+template <int E, bool V, bool BB>
 int64_t backward_wave(int device, cudaError_t* status) {
-  std::atomic<int>* cached = device >= 0 && device < kCachedDevices ? &g_wave_cache[device][E / 4 - 1][V] : nullptr;
+  std::atomic<int>* cached =
+      device >= 0 && device < kCachedDevices ? &g_wave_cache[device][E / 4 - 1][V][BB] : nullptr;
   int64_t wave = cached != nullptr ? cached->load(std::memory_order_relaxed) : 0;
   if (wave != 0) return wave;
   int sms = 0, per_sm = 0;
   *status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   if (*status != cudaSuccess) return 0;
-  *status = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, norm_backward_kernel<E, V>, kBackwardWarps<E> * 32, 0);
+  *status = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, norm_backward_kernel<E, V, BB>, kBackwardWarps<E> * 32, 0);
   if (*status != cudaSuccess) return 0;
   wave = static_cast<int64_t>(sms) * (per_sm > 0 ? per_sm : 1);
   if (cached != nullptr) cached->store(static_cast<int>(wave), std::memory_order_relaxed);
@@ -303,7 +328,9 @@ struct BackwardBlocks {
   template <int E>
   cudaError_t operator()() const {
     cudaError_t status = cudaSuccess;
-    const int64_t wave = vector_layout(a) ? backward_wave<E, true>(device, &status) : backward_wave<E, false>(device, &status);
+    const bool v = vector_layout(a), bb = branch_bias(a);
+    const int64_t wave = v ? (bb ? backward_wave<E, true, true>(device, &status) : backward_wave<E, true, false>(device, &status))
+                           : (bb ? backward_wave<E, false, true>(device, &status) : backward_wave<E, false, false>(device, &status));
     if (status != cudaSuccess) return status;
     const int64_t needed = (a.rows + kBackwardWarps<E> - 1) / kBackwardWarps<E>;
     *blocks = static_cast<int>(needed < wave ? (needed > 0 ? needed : 1) : wave);

@@ -36,10 +36,13 @@ struct NormBackwardArgs {
   uint16_t* grad_branch;        // [rows, D] bf16 bits (grad_x * scale), or null
   float* weight_partial;        // [blocks, D] per-block sums of grad_normed * xhat
   float* bias_partial;          // [blocks, D] per-block sums of grad_normed
+  float* branch_bias_partial;   // [blocks, D] per-block sums of the fp32 branch gradient (the bias
+                                // gradient of the Linear that made the branch) when sum_branch
   int64_t rows, width, tokens;
+  bool sum_branch;              // fill branch_bias_partial (needs grad_branch)
 };
 
-// Number of blocks the backward launches for `args` (rows of weight_partial / bias_partial,
+// Number of blocks the backward launches for `args` (rows of the partial-sum arrays,
 // which may still be null here): one full wave of the kernel variant `args` selects.
 cudaError_t norm_backward_blocks(const NormBackwardArgs& args, int device, int* blocks);
 

@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "core/errors.h"
+#include "model/fused_gelu.h"
 #include "model/fused_linear.h"
 #include "model/fused_norm.h"
 
@@ -19,12 +20,19 @@ namespace {
 // gradients (slow to accumulate). at::linear flattens contiguous [B, N, D] inputs into addmm,
 // exactly as PyTorch's nn.Linear does. fused: the same forward, with weight and bias gradients
 // from one GEMM where it applies (fused_linear.h).
-torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, bool fused) {
-  if (fused && fused_linear_applies(x, weight, bias)) return fused_linear(x, weight, bias);
+// bias_grad = false (the caller checked fused_linear_applies): a later fused kernel computes the
+// bias gradient (fused_linear.h).
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, bool fused,
+                     bool bias_grad = true) {
+  if (fused && fused_linear_applies(x, weight, bias)) return fused_linear(x, weight, bias, bias_grad);
+  VIT_CHECK(bias_grad, ModelError, "linear: the bias gradient can move to a fused kernel only with the fused linear");
   return at::linear(x, weight, bias);
 }
-torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x, bool fused) {
-  return linear(x, layer->weight, layer->bias, fused);
+torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x, bool fused, bool bias_grad = true) {
+  return linear(x, layer->weight, layer->bias, fused, bias_grad);
+}
+bool fused_applies(const torch::nn::Linear& layer, const torch::Tensor& x, bool fused) {
+  return fused && fused_linear_applies(x, layer->weight, layer->bias);
 }
 // q, k, v as views [B, H, N, Dh] of the qkv projection [B, N, 3, H, Dh] (timm's
 // permute(2, 0, 3, 1, 4).unbind(0)), with a backward that writes dq, dk and dv straight into one
@@ -69,13 +77,25 @@ void trunc_normal_(torch::Tensor& t, double std, double lo, double hi) {
 // ---- Attention ----
 AttentionImpl::AttentionImpl(int64_t width, int64_t num_heads, double attn_dropout, double proj_dropout,
                              bool fused_bias_grad)
-    : num_heads_(num_heads), attn_dropout_(attn_dropout), fused_bias_grad_(fused_bias_grad) {
+    : num_heads_(num_heads),
+      attn_dropout_(attn_dropout),
+      proj_dropout_(proj_dropout),
+      fused_bias_grad_(fused_bias_grad) {
   qkv_ = register_module("qkv", torch::nn::Linear(width, 3 * width));
   proj_ = register_module("proj", torch::nn::Linear(width, width));
   proj_drop_ = register_module("proj_drop", torch::nn::Dropout(proj_dropout));
 }
 
-torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x) { return compute(x, true); }
+
+bool AttentionImpl::proj_bias_outside(const torch::Tensor& x) const {
+  // x: the block input, the same device / dtype conditions as the projection's input.
+  return fused_applies(proj_, x, fused_bias_grad_) && !(is_training() && proj_dropout_ > 0.0);
+}
+
+torch::Tensor AttentionImpl::compute(const torch::Tensor& x, bool proj_bias_grad) {
+  VIT_CHECK(proj_bias_grad || proj_bias_outside(x), ModelError,
+            "attention: the projection's bias gradient cannot move out here (proj_bias_outside() is false)");
   const int64_t B = x.size(0), N = x.size(1), D = x.size(2), Dh = D / num_heads_;
   auto parts = SplitHeadsFn::apply(linear(qkv_, x, fused_bias_grad_).view({B, N, 3, num_heads_, Dh}));
   const auto &q = parts[0], &k = parts[1], &v = parts[2];  // [B, H, N, Dh] each
@@ -83,19 +103,34 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
   auto out = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{},
                                               is_training() ? attn_dropout_ : 0.0);  // [B, H, N, Dh]
   out = out.transpose(1, 2).reshape({B, N, D});
-  return proj_drop_(linear(proj_, out, fused_bias_grad_));
+  return proj_drop_(linear(proj_, out, fused_bias_grad_, proj_bias_grad));
 }
 
 // ---- MLP ----
 MlpImpl::MlpImpl(int64_t width, int64_t mlp_dim, double dropout, bool fused_bias_grad)
-    : fused_bias_grad_(fused_bias_grad) {
+    : dropout_(dropout), fused_bias_grad_(fused_bias_grad) {
   fc1_ = register_module("fc1", torch::nn::Linear(width, mlp_dim));
   fc2_ = register_module("fc2", torch::nn::Linear(mlp_dim, width));
   drop_ = register_module("drop", torch::nn::Dropout(dropout));
 }
 
-torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  return drop_(linear(fc2_, drop_(F::gelu(linear(fc1_, x, fused_bias_grad_))), fused_bias_grad_));  // exact (erf) GELU, as timm's nn.GELU
+torch::Tensor MlpImpl::forward(const torch::Tensor& x) { return compute(x, true); }
+
+bool MlpImpl::fc2_bias_outside(const torch::Tensor& x) const {
+  return fused_applies(fc2_, x, fused_bias_grad_) && !(is_training() && dropout_ > 0.0);
+}
+
+torch::Tensor MlpImpl::compute(const torch::Tensor& x, bool fc2_bias_grad) {
+  VIT_CHECK(fc2_bias_grad || fc2_bias_outside(x), ModelError,
+            "mlp: fc2's bias gradient cannot move out here (fc2_bias_outside() is false)");
+  // Exact (erf) GELU, as timm's nn.GELU; fc1's bias gradient from the GELU backward kernel where it applies.
+  torch::Tensor h;
+  if (fused_applies(fc1_, x, fused_bias_grad_) && fused_gelu_supported(fc1_->weight.size(0))) {
+    h = fused_gelu(linear(fc1_, x, true, /*bias_grad=*/false), fc1_->bias);
+  } else {
+    h = F::gelu(linear(fc1_, x, fused_bias_grad_));
+  }
+  return drop_(linear(fc2_, drop_(h), fused_bias_grad_, fc2_bias_grad));
 }
 
 // ---- Block ----
@@ -217,19 +252,27 @@ bool VisionTransformerImpl::use_fused_norm(const torch::Tensor& x) const {
 torch::Tensor VisionTransformerImpl::forward_fused(torch::Tensor x) {
   // x: the fp32 residual stream, as under autocast. Each LayerNorm also adds the branch before
   // it (bf16, times its drop-path factor) to x, so the adds and casts happen inside the kernel.
-  torch::Tensor normed, branch, scale;
+  // Where the branch's last Linear (attn.proj, mlp.fc2) allows it, the norm's backward kernel also
+  // sums that Linear's bias gradient (branch_bias; fused_norm.h).
+  torch::Tensor normed, branch, scale, branch_bias;
   auto norm_after = [&](const torch::nn::LayerNorm& norm) {
     if (!branch.defined()) return fused_layer_norm(x, norm);
-    std::tie(x, normed) = fused_add_layer_norm(x, branch.to(torch::kBFloat16), scale, norm);
+    std::tie(x, normed) = fused_add_layer_norm(x, branch.to(torch::kBFloat16), scale, norm, branch_bias);
     return normed;
   };
   for (const auto& module : *blocks_) {
     auto& block = *module->as<BlockImpl>();
     normed = norm_after(block.norm1());
-    branch = block.attention(normed);
+    auto& attn = *block.attn();
+    const bool proj_outside = attn.proj_bias_outside(normed);
+    branch = attn.compute(normed, !proj_outside);
+    branch_bias = proj_outside ? attn.proj_bias() : torch::Tensor();
     scale = block.drop_path_scale(x);
     normed = norm_after(block.norm2());
-    branch = block.mlp(normed);
+    auto& mlp = *block.mlp();
+    const bool fc2_outside = mlp.fc2_bias_outside(normed);
+    branch = mlp.compute(normed, !fc2_outside);
+    branch_bias = fc2_outside ? mlp.fc2_bias() : torch::Tensor();
     scale = block.drop_path_scale(x);
   }
   return norm_after(norm_);  // [B, N, D] bf16

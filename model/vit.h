@@ -21,10 +21,16 @@ class AttentionImpl : public torch::nn::Module {
   AttentionImpl(int64_t width, int64_t num_heads, double attn_dropout, double proj_dropout,
                 bool fused_bias_grad = false);
   torch::Tensor forward(const torch::Tensor& x);  // [B, N, D] -> [B, N, D]
+  // proj_bias_grad = false: the output projection leaves its bias gradient to the caller's fused
+  // LayerNorm (fused_add_layer_norm's branch_bias); only where proj_bias_outside() allows it.
+  torch::Tensor compute(const torch::Tensor& x, bool proj_bias_grad);
+  // True when compute(x, false) may run: the fused linear applies, no active dropout after proj.
+  bool proj_bias_outside(const torch::Tensor& x) const;
+  const torch::Tensor& proj_bias() const { return proj_->bias; }
 
  private:
   int64_t num_heads_;
-  double attn_dropout_;
+  double attn_dropout_, proj_dropout_;
   bool fused_bias_grad_;
   torch::nn::Linear qkv_{nullptr}, proj_{nullptr};
   torch::nn::Dropout proj_drop_{nullptr};
@@ -35,8 +41,15 @@ class MlpImpl : public torch::nn::Module {
  public:
   MlpImpl(int64_t width, int64_t mlp_dim, double dropout, bool fused_bias_grad = false);
   torch::Tensor forward(const torch::Tensor& x);  // [B, N, D] -> [B, N, D]
+  // fc2_bias_grad = false: fc2 leaves its bias gradient to the caller's fused LayerNorm; only
+  // where fc2_bias_outside() allows it. fc1's bias gradient comes from the GELU backward kernel
+  // wherever the fused linear and fused_gelu apply (fused_gelu.h).
+  torch::Tensor compute(const torch::Tensor& x, bool fc2_bias_grad);
+  bool fc2_bias_outside(const torch::Tensor& x) const;
+  const torch::Tensor& fc2_bias() const { return fc2_->bias; }
 
  private:
+  double dropout_;
   bool fused_bias_grad_;
   torch::nn::Linear fc1_{nullptr}, fc2_{nullptr};
   torch::nn::Dropout drop_{nullptr};
@@ -51,8 +64,8 @@ class BlockImpl : public torch::nn::Module {
   // The parts, for the fused path (VisionTransformerImpl::forward_fused).
   const torch::nn::LayerNorm& norm1() const { return norm1_; }
   const torch::nn::LayerNorm& norm2() const { return norm2_; }
-  torch::Tensor attention(const torch::Tensor& normed) { return attn_(normed); }
-  torch::Tensor mlp(const torch::Tensor& normed) { return mlp_(normed); }
+  Attention& attn() { return attn_; }
+  Mlp& mlp() { return mlp_; }
   // Drop path as a per-sample factor [B] (0 or 1/keep), fp32; undefined when inactive.
   torch::Tensor drop_path_scale(const torch::Tensor& x);
 

@@ -1,10 +1,12 @@
-// The fused residual + LayerNorm kernels (model/fused_norm.h) and the fused linear backward
-// (model/fused_linear.h) against ATen's ops, and the model with them against the model without.
+// The fused residual + LayerNorm kernels (model/fused_norm.h), the fused GELU backward
+// (model/fused_gelu.h) and the fused linear backward (model/fused_linear.h) against ATen's ops,
+// and the model with them against the model without.
 // Needs a GPU; skips with a reason without one.
 #include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "model/fused_gelu.h"
 #include "model/fused_linear.h"
 #include "model/fused_norm.h"
 #include "model/vit.h"
@@ -51,6 +53,7 @@ struct Case {
   bool scale;
   int64_t batch = 3, tokens = 17;
   bool misaligned = false;  // residual starts 4 bytes into its storage: the scalar layout must serve
+  bool branch_bias = true;  // with a branch: also sum the branch gradient (the branch Linear's bias gradient)
 };
 
 TEST(FusedNorm, MatchesAtenForwardAndBackward) {
@@ -63,9 +66,13 @@ TEST(FusedNorm, MatchesAtenForwardAndBackward) {
                  // More rows than one wave of warps: each warp loops over rows and accumulates.
                  Case{384, true, true, 64, 197}, Case{768, true, false, 64, 197},
                  // Vector layout with a partly used group of lanes, and its scalar fallback.
-                 Case{640, true, true}, Case{384, true, true, 3, 17, true}, Case{256, false, false, 3, 17, true}}) {
+                 Case{640, true, true}, Case{384, true, true, 3, 17, true}, Case{256, false, false, 3, 17, true},
+                 // A branch without its bias sum.
+                 Case{768, true, true, 64, 197, false, false}}) {
+    const bool bias_sum = c.branch && c.branch_bias;
     SCOPED_TRACE("width " + std::to_string(c.width) + (c.branch ? " branch" : "") + (c.scale ? " scale" : "") +
-                 " rows " + std::to_string(c.batch * c.tokens) + (c.misaligned ? " misaligned" : ""));
+                 " rows " + std::to_string(c.batch * c.tokens) + (c.misaligned ? " misaligned" : "") +
+                 (bias_sum ? " bias-sum" : ""));
     const int64_t B = c.batch, N = c.tokens, D = c.width;
     torch::nn::LayerNorm norm(torch::nn::LayerNormOptions({D}).eps(1e-6));
     norm->to(dev);
@@ -82,6 +89,7 @@ TEST(FusedNorm, MatchesAtenForwardAndBackward) {
                          : torch::Tensor();
     auto grad_normed = torch::randn({B, N, D}, f32).to(torch::kBFloat16);
     auto grad_sum = torch::randn({B, N, D}, f32);
+    auto branch_bias = torch::zeros({D}, f32).requires_grad_(true);
 
     // Reference: ATen ops in fp32, the LayerNorm output rounded to bf16 once.
     auto r_res = residual.detach().clone().requires_grad_(true);
@@ -95,12 +103,13 @@ TEST(FusedNorm, MatchesAtenForwardAndBackward) {
     auto r_norm = torch::layer_norm(r_sum, {D}, norm->weight, norm->bias, 1e-6);
     auto r_loss = (r_norm * grad_normed.to(torch::kFloat32)).sum();
     if (c.branch) r_loss = r_loss + (r_sum * grad_sum).sum();
-    auto r_grads = torch::autograd::grad({r_loss}, {r_res, r_branch, norm->weight, norm->bias}, {}, false, false,
-                                         /*allow_unused=*/true);
+    auto r_grads = torch::autograd::grad({r_loss}, {r_res, r_branch, norm->weight, norm->bias, r_sum}, {}, false,
+                                         false, /*allow_unused=*/true);
 
     torch::Tensor sum, normed;
     if (c.branch) {
-      std::tie(sum, normed) = fused_add_layer_norm(residual, branch, scale, norm);
+      std::tie(sum, normed) =
+          fused_add_layer_norm(residual, branch, scale, norm, bias_sum ? branch_bias : torch::Tensor());
     } else {
       normed = fused_layer_norm(residual, norm);
     }
@@ -115,8 +124,8 @@ TEST(FusedNorm, MatchesAtenForwardAndBackward) {
 
     auto loss = (normed.to(torch::kFloat32) * grad_normed.to(torch::kFloat32)).sum();
     if (c.branch) loss = loss + (sum * grad_sum).sum();
-    auto grads = torch::autograd::grad({loss}, {residual, branch, norm->weight, norm->bias}, {}, false, false,
-                                       /*allow_unused=*/true);
+    auto grads = torch::autograd::grad({loss}, {residual, branch, norm->weight, norm->bias, branch_bias}, {}, false,
+                                       false, /*allow_unused=*/true);
     EXPECT_LT(max_rel(grads[0], r_grads[0]), 1e-4) << "residual";
     if (c.branch) {
       ASSERT_EQ(grads[1].scalar_type(), torch::kBFloat16);
@@ -129,6 +138,44 @@ TEST(FusedNorm, MatchesAtenForwardAndBackward) {
     }
     EXPECT_LT(max_rel(grads[2], r_grads[2]), 1e-4) << "weight";
     EXPECT_LT(max_rel(grads[3], r_grads[3]), 1e-4) << "bias";
+    if (bias_sum) {
+      // The branch gradient in fp32 (the sum's gradient times the drop-path factor), summed per column.
+      auto g = c.scale ? r_grads[4] * scale.view({B, 1, 1}) : r_grads[4];
+      ASSERT_TRUE(grads[4].defined());
+      EXPECT_LT(max_rel(grads[4], g.to(torch::kFloat64).sum(std::vector<int64_t>{0, 1})), 1e-4) << "branch bias";
+    } else {
+      EXPECT_FALSE(grads[4].defined());
+    }
+  }
+}
+
+// ATen's gelu forward, its GELU backward formula (bf16 out) and the column sums of the fp32
+// input gradient: the bias gradient of the Linear before it.
+TEST(FusedGelu, MatchesAtenGeluAndSumsTheBiasGradient) {
+  REQUIRE_FUSED_GPU();
+  torch::manual_seed(2);
+  const auto f32 = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat32);
+  // Widths: ViT-B/16's MLP, a partly used column strip, two strips with a partial second, one
+  // vector; rows: more and fewer than the row blocks.
+  for (auto [rows, width] : std::vector<std::pair<int64_t, int64_t>>{
+           {64 * 197, 3072}, {3 * 17, 1536}, {1000, 1032}, {5, 8}, {40000, 512}}) {
+    SCOPED_TRACE("rows " + std::to_string(rows) + " width " + std::to_string(width));
+    ASSERT_TRUE(fused_gelu_supported(width));
+    auto x = (torch::randn({rows, width}, f32) * 2).to(torch::kBFloat16).requires_grad_(true);
+    auto bias = torch::zeros({width}, f32).requires_grad_(true);
+    auto grad_y = (torch::randn({rows, width}, f32) + 0.1).to(torch::kBFloat16);  // non-zero column means
+    auto y = fused_gelu(x, bias);
+    EXPECT_TRUE(torch::equal(y, at::gelu(x.detach()))) << "forward: ATen's gelu";
+    auto grads = torch::autograd::grad({y}, {x, bias}, {grad_y});
+    ASSERT_EQ(grads[0].scalar_type(), torch::kBFloat16);
+    auto want_x = at::gelu_backward(grad_y, x.detach());
+    // bf16 output: at most one rounding step apart (expf / erff may differ in the last fp32 bit).
+    auto diff = (grads[0].to(torch::kFloat32) - want_x.to(torch::kFloat32)).abs();
+    EXPECT_LE(diff.max().item<double>(), want_x.to(torch::kFloat32).abs().max().item<double>() / 128.0);
+    EXPECT_LT(diff.gt(0).to(torch::kFloat32).mean().item<double>(), 0.01);
+    auto exact_b = at::gelu_backward(grad_y.to(torch::kFloat64), x.detach().to(torch::kFloat64)).sum(0);
+    ASSERT_EQ(grads[1].scalar_type(), torch::kFloat32);
+    EXPECT_LT(max_rel(grads[1], exact_b), 1e-4) << "bias";
   }
 }
 
@@ -188,6 +235,16 @@ TEST(FusedLinear, MatchesAutocastLinear) {
       ASSERT_EQ(g[2].scalar_type(), x.scalar_type());
       EXPECT_LT(max_rel(g[2], r_g[2]), 1e-2) << "input";
     }
+
+    // bias_grad = false: the weight gradient alone (a GEMM without the epilogue), no bias gradient.
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    auto y_nb = fused_linear(x, weight, bias, /*bias_grad=*/false);
+    auto g_nb = torch::autograd::grad({y_nb}, {weight, bias}, {grad_y}, false, false, /*allow_unused=*/true);
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+    at::autocast::clear_cache();
+    EXPECT_TRUE(torch::equal(y_nb, y)) << "forward without the bias gradient";
+    EXPECT_LT(max_rel(g_nb[0], exact_w), 1e-4) << "weight without the bias gradient";
+    EXPECT_FALSE(g_nb[1].defined()) << "a bias gradient where bias_grad = false";
   }
 }
 
