@@ -1,15 +1,18 @@
-// Linear layers under bf16 autocast on a GPU whose backward computes the weight gradient and the
-// bias gradient with one cuBLASLt call (the BGRADB epilogue), both in fp32.
+// Linear layers under bf16 autocast on a GPU whose backward computes the weight gradient in fp32
+// with cuBLASLt, and the bias gradient in fp32 either in the same call (the BGRADB epilogue) or,
+// with bias_grad = false, in the kernel that consumes the output's gradient anyway.
 //
 // Autocast's linear (at::linear on bf16 copies of x, weight and bias) computes in backward
 // grad_x = grad_y W and grad_W = grad_y^T x as bf16 GEMMs, the bias gradient as a separate ATen
-// column sum of grad_y, and casts grad_W and grad_b back to the fp32 parameters. Here one
-// cuBLASLt call returns grad_W and grad_b in fp32 (fp32 accumulation as before, without the bf16
-// rounding: the same or better values), so the casts go away. How cuBLASLt runs the bias sum is
-// its choice: in the ViT-B/16 profile on an H200 it ran as a kernel of its own
-// (docs/benchmarks.md), so this saves the casts and a slower reduction, not the pass over
-// grad_y. The forward pass and grad_x are autocast's own. Shapes without a cuBLASLt algorithm
-// fall back to two ATen calls with the same outputs (logged once).
+// column sum of grad_y, and casts grad_W and grad_b back to the fp32 parameters. Here cuBLASLt
+// returns grad_W (and grad_b) in fp32 (fp32 accumulation as before, without the bf16 rounding:
+// the same or better values), so the casts go away. How cuBLASLt runs the epilogue's bias sum is
+// its choice: in the ViT-B/16 profile on an H200 it ran as a kernel of its own, another pass
+// over grad_y (docs/benchmarks.md). So the model moves the bias sums of attn.proj and mlp.fc2
+// into the fused LayerNorm backward (fused_norm.h) and that of mlp.fc1 into the GELU backward
+// (fused_gelu.h), which read grad_y anyway; their GEMMs run without the epilogue. The forward pass
+// and grad_x are autocast's own. Shapes without a cuBLASLt algorithm fall back to ATen calls with
+// the same outputs (logged once).
 #pragma once
 
 #include <torch/torch.h>
