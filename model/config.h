@@ -33,9 +33,10 @@ struct ModelConfig {
   // On a GPU under bf16 autocast: residual add + drop path + LayerNorm + bf16 cast as one kernel
   // each way (fused_norm.h). Same arithmetic as the unfused ops; false: ATen's ops.
   bool fused_norm = true;
-  // On a GPU under bf16 autocast: each Linear's backward computes its weight and bias gradients
-  // in one cuBLASLt GEMM, in fp32 (fused_linear.h); false: autocast's linear (bf16 gradients and
-  // a separate bias-gradient reduction).
+  // On a GPU under bf16 autocast: each Linear's weight gradient in fp32 from cuBLASLt, its bias
+  // gradient in fp32 summed by the fused LayerNorm backward (attn.proj, mlp.fc2), the GELU
+  // backward (mlp.fc1) or cuBLASLt's epilogue (the rest) (fused_linear.h); false: autocast's
+  // linear (bf16 gradients and a separate bias-gradient reduction).
   bool fused_bias_grad = true;
   // Fine-tune stage: a committed checkpoint directory, a timm .safetensors or a vit_jax .npz.
   std::string init_from;

@@ -5,20 +5,12 @@
 // rounded to bf16 once; the sums take grad_x in fp32 before that rounding.
 #include "model/fused_gelu_kernels.h"
 
-#include <cuda_bf16.h>
-
 #include <cmath>
+
+#include "model/bf16_bits.cuh"
 
 namespace vit::model::kernels {
 namespace {
-
-__device__ __forceinline__ float lo_bf16(uint32_t bits) { return __uint_as_float(bits << 16); }
-__device__ __forceinline__ float hi_bf16(uint32_t bits) { return __uint_as_float(bits & 0xffff0000u); }
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  return static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
-         (static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16);
-}
 
 // ATen's GeluBackwardCUDAKernelImpl (GeluType::None) in fp32.
 __device__ __forceinline__ float gelu_grad(float dy, float x) {
@@ -45,8 +37,8 @@ __global__ void __launch_bounds__(kGeluThreads) gelu_backward_kernel(GeluBackwar
     uint32_t out[4];
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      const float g0 = gelu_grad(lo_bf16(dys[k]), lo_bf16(xs[k]));
-      const float g1 = gelu_grad(hi_bf16(dys[k]), hi_bf16(xs[k]));
+      const float g0 = gelu_grad(low_bf16(dys[k]), low_bf16(xs[k]));
+      const float g1 = gelu_grad(high_bf16(dys[k]), high_bf16(xs[k]));
       sum[2 * k] += g0;
       sum[2 * k + 1] += g1;
       out[k] = pack_bf16(g0, g1);
@@ -58,13 +50,11 @@ __global__ void __launch_bounds__(kGeluThreads) gelu_backward_kernel(GeluBackwar
   *reinterpret_cast<float4*>(partial + 4) = make_float4(sum[4], sum[5], sum[6], sum[7]);
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 }  // namespace
 
 bool gelu_backward_supported(const GeluBackwardArgs& a) {
-  return a.cols % kGeluVector == 0 && aligned16(a.x) && aligned16(a.grad_y) && aligned16(a.grad_x) &&
-         aligned16(a.bias_partial);
+  return a.cols % kGeluVector == 0 && aligned(a.x, 16) && aligned(a.grad_y, 16) && aligned(a.grad_x, 16) &&
+         aligned(a.bias_partial, 16);
 }
 
 cudaError_t launch_gelu_backward(const GeluBackwardArgs& a, int row_blocks, cudaStream_t stream) {

@@ -10,7 +10,7 @@
 // its choice: in the ViT-B/16 profile on an H200 it ran as a kernel of its own, another pass
 // over grad_y (docs/benchmarks.md). So the model moves the bias sums of attn.proj and mlp.fc2
 // into the fused LayerNorm backward (fused_norm.h) and that of mlp.fc1 into the GELU backward
-// (fused_gelu.h), which read grad_y anyway; their GEMMs run without the epilogue. The forward pass
+// (fused_gelu.h), which write grad_y anyway; their GEMMs run without the epilogue. The forward pass
 // and grad_x are autocast's own. Shapes without a cuBLASLt algorithm fall back to ATen calls with
 // the same outputs (logged once).
 #pragma once

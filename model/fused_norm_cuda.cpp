@@ -7,6 +7,7 @@
 #include "core/errors.h"
 #include "model/fused_norm.h"
 #include "model/fused_norm_kernels.h"
+#include "model/kernel_ptr.h"
 
 namespace vit::model {
 namespace {
@@ -15,11 +16,6 @@ using torch::autograd::variable_list;
 
 void check_cuda(cudaError_t status, const char* what) {
   VIT_CHECK(status == cudaSuccess, ModelError, "fused LayerNorm ", what, ": ", cudaGetErrorString(status));
-}
-
-template <typename T>
-T* ptr(const torch::Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
 }
 
 // Forward of both functions: normed = LayerNorm(residual [+ scale * branch]).
@@ -37,15 +33,15 @@ variable_list norm_forward(AutogradContext* ctx, const torch::Tensor& residual, 
   auto sum = b.defined() ? torch::empty_like(x) : torch::Tensor();
   auto normed = torch::empty(x.sizes(), x.options().dtype(torch::kBFloat16));
   auto stats = torch::empty({2, rows}, x.options());
-  kernels::NormForwardArgs args{ptr<const float>(x),
-                                ptr<const uint16_t>(b),
-                                ptr<const float>(s),
-                                ptr<const float>(weight),
-                                ptr<const float>(bias),
-                                ptr<float>(sum),
-                                ptr<uint16_t>(normed),
-                                ptr<float>(stats[0]),
-                                ptr<float>(stats[1]),
+  kernels::NormForwardArgs args{data_or_null<const float>(x),
+                                data_or_null<const uint16_t>(b),
+                                data_or_null<const float>(s),
+                                data_or_null<const float>(weight),
+                                data_or_null<const float>(bias),
+                                data_or_null<float>(sum),
+                                data_or_null<uint16_t>(normed),
+                                data_or_null<float>(stats[0]),
+                                data_or_null<float>(stats[1]),
                                 rows,
                                 D,
                                 b.defined() ? x.size(1) : 1,
@@ -53,7 +49,7 @@ variable_list norm_forward(AutogradContext* ctx, const torch::Tensor& residual, 
   check_cuda(kernels::launch_norm_forward(args, at::cuda::getCurrentCUDAStream()), "forward");
   ctx->save_for_backward({b.defined() ? sum : x, stats, weight, s});
   ctx->saved_data["has_branch"] = b.defined();
-  ctx->saved_data["sum_branch"] = b.defined() && sum_branch;
+  ctx->saved_data["sum_branch"] = b.defined() && sum_branch;  // the caller checked that it needs a gradient
   if (b.defined()) return {sum, normed};
   return {normed};
 }
@@ -76,15 +72,15 @@ std::vector<torch::Tensor> norm_backward(AutogradContext* ctx, torch::Tensor gra
   auto grad_res = grad_sum.defined() ? grad_sum.to(torch::kFloat32).contiguous() : torch::Tensor();
   auto grad_x = torch::empty_like(x);
   auto grad_branch = has_branch ? torch::empty(x.sizes(), x.options().dtype(torch::kBFloat16)) : torch::Tensor();
-  kernels::NormBackwardArgs args{ptr<const uint16_t>(grad_normed),
-                                 ptr<const float>(grad_res),
-                                 ptr<const float>(x),
-                                 ptr<const float>(stats[0]),
-                                 ptr<const float>(stats[1]),
-                                 ptr<const float>(weight),
-                                 ptr<const float>(scale),
-                                 ptr<float>(grad_x),
-                                 ptr<uint16_t>(grad_branch),
+  kernels::NormBackwardArgs args{data_or_null<const uint16_t>(grad_normed),
+                                 data_or_null<const float>(grad_res),
+                                 data_or_null<const float>(x),
+                                 data_or_null<const float>(stats[0]),
+                                 data_or_null<const float>(stats[1]),
+                                 data_or_null<const float>(weight),
+                                 data_or_null<const float>(scale),
+                                 data_or_null<float>(grad_x),
+                                 data_or_null<uint16_t>(grad_branch),
                                  nullptr,
                                  nullptr,
                                  nullptr,
@@ -95,9 +91,9 @@ std::vector<torch::Tensor> norm_backward(AutogradContext* ctx, torch::Tensor gra
   int blocks = 0;
   check_cuda(kernels::norm_backward_blocks(args, x.get_device(), &blocks), "backward grid");
   auto partial = torch::empty({sum_branch ? 3 : 2, blocks, D}, x.options());
-  args.weight_partial = ptr<float>(partial[0]);
-  args.bias_partial = ptr<float>(partial[1]);
-  if (sum_branch) args.branch_bias_partial = ptr<float>(partial[2]);
+  args.weight_partial = data_or_null<float>(partial[0]);
+  args.bias_partial = data_or_null<float>(partial[1]);
+  if (sum_branch) args.branch_bias_partial = data_or_null<float>(partial[2]);
   if (rows == 0) partial.zero_();
   check_cuda(kernels::launch_norm_backward(args, blocks, at::cuda::getCurrentCUDAStream()), "backward");
   auto sums = partial.sum(1);  // [2 or 3, D]
@@ -119,9 +115,10 @@ struct AddLayerNormFn : public torch::autograd::Function<AddLayerNormFn> {
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& residual, const torch::Tensor& branch,
                                const std::optional<torch::Tensor>& scale, const torch::Tensor& weight,
                                const torch::Tensor& bias, double eps, const std::optional<torch::Tensor>& branch_bias) {
-    // branch_bias is not read: the branch already holds it. It is an input for its gradient.
+    // branch_bias is not read: the branch already holds it. It is an input for its gradient
+    // (summed only when something needs it).
     return norm_forward(ctx, residual, branch, scale.value_or(torch::Tensor()), weight, bias, eps,
-                        branch_bias.has_value());
+                        branch_bias.has_value() && branch_bias->requires_grad());
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto g = norm_backward(ctx, grads[1], grads[0]);
@@ -163,9 +160,11 @@ std::pair<torch::Tensor, torch::Tensor> fused_add_layer_norm(const torch::Tensor
                  sample_scale.scalar_type() == torch::kFloat32),
             ModelError, "fused LayerNorm: sample_scale must be fp32 [B]");
   VIT_CHECK(!branch_bias.defined() || (branch_bias.dim() == 1 && branch_bias.size(0) == residual.size(-1) &&
-                                        branch_bias.scalar_type() == torch::kFloat32),
-            ModelError, "fused LayerNorm: branch_bias must be fp32 [", residual.size(-1), "], got ",
-            branch_bias.sizes(), " ", branch_bias.scalar_type());
+                                        branch_bias.scalar_type() == torch::kFloat32 &&
+                                        branch_bias.device() == residual.device()),
+            ModelError, "fused LayerNorm: branch_bias must be fp32 [", residual.size(-1), "] on ",
+            residual.device().str(), ", got ", branch_bias.sizes(), " ", branch_bias.scalar_type(), " on ",
+            branch_bias.defined() ? branch_bias.device().str() : "-");
   std::optional<torch::Tensor> scale, bias_in;
   if (sample_scale.defined()) scale = sample_scale;
   if (branch_bias.defined()) bias_in = branch_bias;

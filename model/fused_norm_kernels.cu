@@ -9,20 +9,12 @@
 // chain produces under autocast up to fp32 summation order.
 #include "model/fused_norm_kernels.h"
 
-#include <cuda_bf16.h>
-
 #include <atomic>
+
+#include "model/bf16_bits.cuh"
 
 namespace vit::model::kernels {
 namespace {
-
-__device__ __forceinline__ float bf16_to_float(uint16_t bits) {
-  return __bfloat162float(__ushort_as_bfloat16(bits));
-}
-
-__device__ __forceinline__ uint16_t float_to_bf16(float x) {
-  return __bfloat16_as_ushort(__float2bfloat16_rn(x));
-}
 
 __device__ __forceinline__ float warp_sum(float x) {
 #pragma unroll
@@ -63,10 +55,8 @@ __device__ __forceinline__ void load_bf16(const uint16_t* __restrict__ p, int64_
     for (int g = 0; g < E / 4; ++g) {
       uint2 q = make_uint2(0u, 0u);
       if (g * 128 < D) q = *reinterpret_cast<const uint2*>(p + g * 128 + lane * 4);
-      v[4 * g] = bf16_to_float(static_cast<uint16_t>(q.x & 0xffffu));
-      v[4 * g + 1] = bf16_to_float(static_cast<uint16_t>(q.x >> 16));
-      v[4 * g + 2] = bf16_to_float(static_cast<uint16_t>(q.y & 0xffffu));
-      v[4 * g + 3] = bf16_to_float(static_cast<uint16_t>(q.y >> 16));
+      v[4 * g] = low_bf16(q.x), v[4 * g + 1] = high_bf16(q.x);
+      v[4 * g + 2] = low_bf16(q.y), v[4 * g + 3] = high_bf16(q.y);
     }
   } else {
 #pragma unroll
@@ -97,9 +87,8 @@ __device__ __forceinline__ void store_bf16(uint16_t* __restrict__ p, int64_t D, 
 #pragma unroll
     for (int g = 0; g < E / 4; ++g) {
       if (g * 128 < D) {
-        const uint32_t lo = float_to_bf16(v[4 * g]) | (static_cast<uint32_t>(float_to_bf16(v[4 * g + 1])) << 16);
-        const uint32_t hi = float_to_bf16(v[4 * g + 2]) | (static_cast<uint32_t>(float_to_bf16(v[4 * g + 3])) << 16);
-        *reinterpret_cast<uint2*>(p + g * 128 + lane * 4) = make_uint2(lo, hi);
+        *reinterpret_cast<uint2*>(p + g * 128 + lane * 4) =
+            make_uint2(pack_bf16(v[4 * g], v[4 * g + 1]), pack_bf16(v[4 * g + 2], v[4 * g + 3]));
       }
     }
   } else {
@@ -150,7 +139,7 @@ __global__ void __launch_bounds__(kForwardWarps * 32) norm_forward_kernel(NormFo
   }
 }
 
-// Shared memory for the block reduction: warps * 32 * E floats <= 32 KB, reused per sum.
+// Shared memory for the block reduction: warps * 32 * E floats <= 16 KB, reused per sum.
 template <int E>
 constexpr int kBackwardWarps = E > 16 ? 4 : 8;
 
@@ -224,7 +213,7 @@ __global__ void __launch_bounds__(kBackwardWarps<E> * 32) norm_backward_kernel(N
       store_bf16<E, V>(a.grad_branch + off, D, lane, dx);
       if constexpr (BB) {
 #pragma unroll
-        for (int i = 0; i < E; ++i) dbb[i] += dx[i];  // padding columns: dx = 0
+        for (int i = 0; i < E; ++i) dbb[i] += dx[i];  // padding columns are never read back
       }
     }
   }
@@ -237,7 +226,6 @@ __global__ void __launch_bounds__(kBackwardWarps<E> * 32) norm_backward_kernel(N
 }
 
 // The vector layout needs whole 128-column groups and aligned rows.
-bool aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 bool vector_layout(const NormForwardArgs& a) {
   return a.width % 128 == 0 && aligned(a.residual, 16) && aligned(a.branch, 8) && aligned(a.weight, 16) &&
@@ -262,24 +250,26 @@ cudaError_t forward_with(const NormForwardArgs& a, cudaStream_t stream) {
 
 bool branch_bias(const NormBackwardArgs& a) { return a.sum_branch && a.grad_branch != nullptr; }
 
-template <int E, bool V>
-void backward_on(const NormBackwardArgs& a, int blocks, cudaStream_t stream) {
-  if (branch_bias(a)) {
-    norm_backward_kernel<E, V, true><<<blocks, kBackwardWarps<E> * 32, 0, stream>>>(a);
-  } else {
-    norm_backward_kernel<E, V, false><<<blocks, kBackwardWarps<E> * 32, 0, stream>>>(a);
-  }
+// Calls f.template run<V, BB>() for the backward kernel variant `a` selects, so that the
+// occupancy query and the launch always name the same kernel.
+template <typename F>
+cudaError_t with_backward_variant(const NormBackwardArgs& a, F&& f) {
+  const bool bb = branch_bias(a);
+  if (vector_layout(a)) return bb ? f.template run<true, true>() : f.template run<true, false>();
+  return bb ? f.template run<false, true>() : f.template run<false, false>();
 }
 
 template <int E>
-cudaError_t backward_with(const NormBackwardArgs& a, int blocks, cudaStream_t stream) {
-  if (vector_layout(a)) {
-    backward_on<E, true>(a, blocks, stream);
-  } else {
-    backward_on<E, false>(a, blocks, stream);
+struct BackwardKernel {
+  const NormBackwardArgs& a;
+  int blocks;
+  cudaStream_t stream;
+  template <bool V, bool BB>
+  cudaError_t run() const {
+    norm_backward_kernel<E, V, BB><<<blocks, kBackwardWarps<E> * 32, 0, stream>>>(a);
+    return cudaGetLastError();
   }
-  return cudaGetLastError();
-}
+};
 
 // Calls f.template operator()<E>() with the smallest E that holds the width.
 template <typename F>
@@ -301,25 +291,31 @@ struct ForwardLaunch {
 };
 
 // One full wave: as many blocks as fit on the GPU at once (each loops over rows), no more than
-// there are rows for. The wave size is asked of the driver once per (device, E, layout).
+// there are rows for. The wave size is asked of the driver once per (device, E, layout, BB).
 constexpr int kCachedDevices = 64;
 std::atomic<int> g_wave_cache[kCachedDevices][8][2][2];  // [device][E / 4 - 1][vector][BB], 0 = not yet known
 
-template <int E, bool V, bool BB>
-int64_t backward_wave(int device, cudaError_t* status) {
-  std::atomic<int>* cached =
-      device >= 0 && device < kCachedDevices ? &g_wave_cache[device][E / 4 - 1][V][BB] : nullptr;
-  int64_t wave = cached != nullptr ? cached->load(std::memory_order_relaxed) : 0;
-  if (wave != 0) return wave;
-  int sms = 0, per_sm = 0;
-  *status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  if (*status != cudaSuccess) return 0;
-  *status = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, norm_backward_kernel<E, V, BB>, kBackwardWarps<E> * 32, 0);
-  if (*status != cudaSuccess) return 0;
-  wave = static_cast<int64_t>(sms) * (per_sm > 0 ? per_sm : 1);
-  if (cached != nullptr) cached->store(static_cast<int>(wave), std::memory_order_relaxed);
-  return wave;
-}
+template <int E>
+struct BackwardWave {
+  int device;
+  int64_t* wave;
+  template <bool V, bool BB>
+  cudaError_t run() const {
+    std::atomic<int>* cached =
+        device >= 0 && device < kCachedDevices ? &g_wave_cache[device][E / 4 - 1][V][BB] : nullptr;
+    *wave = cached != nullptr ? cached->load(std::memory_order_relaxed) : 0;
+    if (*wave != 0) return cudaSuccess;
+    int sms = 0, per_sm = 0;
+    cudaError_t status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    if (status != cudaSuccess) return status;
+    status = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, norm_backward_kernel<E, V, BB>,
+                                                           kBackwardWarps<E> * 32, 0);
+    if (status != cudaSuccess) return status;
+    *wave = static_cast<int64_t>(sms) * (per_sm > 0 ? per_sm : 1);
+    if (cached != nullptr) cached->store(static_cast<int>(*wave), std::memory_order_relaxed);
+    return cudaSuccess;
+  }
+};
 
 struct BackwardBlocks {
   const NormBackwardArgs& a;
@@ -327,10 +323,8 @@ struct BackwardBlocks {
   int* blocks;
   template <int E>
   cudaError_t operator()() const {
-    cudaError_t status = cudaSuccess;
-    const bool v = vector_layout(a), bb = branch_bias(a);
-    const int64_t wave = v ? (bb ? backward_wave<E, true, true>(device, &status) : backward_wave<E, true, false>(device, &status))
-                           : (bb ? backward_wave<E, false, true>(device, &status) : backward_wave<E, false, false>(device, &status));
+    int64_t wave = 0;
+    const cudaError_t status = with_backward_variant(a, BackwardWave<E>{device, &wave});
     if (status != cudaSuccess) return status;
     const int64_t needed = (a.rows + kBackwardWarps<E> - 1) / kBackwardWarps<E>;
     *blocks = static_cast<int>(needed < wave ? (needed > 0 ? needed : 1) : wave);
@@ -343,7 +337,7 @@ struct BackwardLaunch {
   int blocks;
   cudaStream_t s;
   template <int E>
-  cudaError_t operator()() const { return backward_with<E>(a, blocks, s); }
+  cudaError_t operator()() const { return with_backward_variant(a, BackwardKernel<E>{a, blocks, s}); }
 };
 
 }  // namespace

@@ -34,6 +34,12 @@ torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x, boo
 bool fused_applies(const torch::nn::Linear& layer, const torch::Tensor& x, bool fused) {
   return fused && fused_linear_applies(x, layer->weight, layer->bias);
 }
+// The bias gradient of `layer` may move to the kernel that consumes its output through `drop`:
+// the fused linear applies and the dropout in between passes gradients through unchanged.
+bool bias_grad_can_move(const torch::nn::Linear& layer, const torch::nn::Dropout& drop, const torch::Tensor& x,
+                        bool fused) {
+  return fused_applies(layer, x, fused) && !(drop->is_training() && drop->options.p() > 0.0);
+}
 // q, k, v as views [B, H, N, Dh] of the qkv projection [B, N, 3, H, Dh] (timm's
 // permute(2, 0, 3, 1, 4).unbind(0)), with a backward that writes dq, dk and dv straight into one
 // gradient in the projection's layout. Autograd's own backward of unbind + permute stacks them
@@ -77,10 +83,7 @@ void trunc_normal_(torch::Tensor& t, double std, double lo, double hi) {
 // ---- Attention ----
 AttentionImpl::AttentionImpl(int64_t width, int64_t num_heads, double attn_dropout, double proj_dropout,
                              bool fused_bias_grad)
-    : num_heads_(num_heads),
-      attn_dropout_(attn_dropout),
-      proj_dropout_(proj_dropout),
-      fused_bias_grad_(fused_bias_grad) {
+    : num_heads_(num_heads), attn_dropout_(attn_dropout), fused_bias_grad_(fused_bias_grad) {
   qkv_ = register_module("qkv", torch::nn::Linear(width, 3 * width));
   proj_ = register_module("proj", torch::nn::Linear(width, width));
   proj_drop_ = register_module("proj_drop", torch::nn::Dropout(proj_dropout));
@@ -90,7 +93,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x) { return compute(x,
 
 bool AttentionImpl::proj_bias_outside(const torch::Tensor& x) const {
   // x: the block input, the same device / dtype conditions as the projection's input.
-  return fused_applies(proj_, x, fused_bias_grad_) && !(is_training() && proj_dropout_ > 0.0);
+  return bias_grad_can_move(proj_, proj_drop_, x, fused_bias_grad_);
 }
 
 torch::Tensor AttentionImpl::compute(const torch::Tensor& x, bool proj_bias_grad) {
@@ -108,7 +111,7 @@ torch::Tensor AttentionImpl::compute(const torch::Tensor& x, bool proj_bias_grad
 
 // ---- MLP ----
 MlpImpl::MlpImpl(int64_t width, int64_t mlp_dim, double dropout, bool fused_bias_grad)
-    : dropout_(dropout), fused_bias_grad_(fused_bias_grad) {
+    : fused_bias_grad_(fused_bias_grad) {
   fc1_ = register_module("fc1", torch::nn::Linear(width, mlp_dim));
   fc2_ = register_module("fc2", torch::nn::Linear(mlp_dim, width));
   drop_ = register_module("drop", torch::nn::Dropout(dropout));
@@ -117,7 +120,7 @@ MlpImpl::MlpImpl(int64_t width, int64_t mlp_dim, double dropout, bool fused_bias
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) { return compute(x, true); }
 
 bool MlpImpl::fc2_bias_outside(const torch::Tensor& x) const {
-  return fused_applies(fc2_, x, fused_bias_grad_) && !(is_training() && dropout_ > 0.0);
+  return bias_grad_can_move(fc2_, drop_, x, fused_bias_grad_);
 }
 
 torch::Tensor MlpImpl::compute(const torch::Tensor& x, bool fc2_bias_grad) {

@@ -30,7 +30,7 @@ class AttentionImpl : public torch::nn::Module {
 
  private:
   int64_t num_heads_;
-  double attn_dropout_, proj_dropout_;
+  double attn_dropout_;
   bool fused_bias_grad_;
   torch::nn::Linear qkv_{nullptr}, proj_{nullptr};
   torch::nn::Dropout proj_drop_{nullptr};
@@ -49,7 +49,6 @@ class MlpImpl : public torch::nn::Module {
   const torch::Tensor& fc2_bias() const { return fc2_->bias; }
 
  private:
-  double dropout_;
   bool fused_bias_grad_;
   torch::nn::Linear fc1_{nullptr}, fc2_{nullptr};
   torch::nn::Dropout drop_{nullptr};

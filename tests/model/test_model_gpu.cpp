@@ -254,19 +254,20 @@ struct Fusions {
   bool norm, bias_grad;
 };
 
-void expect_model_matches_unfused(Fusions off) {
-  ModelConfig c = model_config(32, 4, 384, 4, 6, 1536, 10);
+// Same weights, same input, same random draws (seeded before each pass).
+void expect_models_match(const ModelConfig& fused_config, const ModelConfig& plain_config, bool train) {
   torch::manual_seed(3);
-  VisionTransformer fused(c);
-  c.fused_norm = !off.norm;
-  c.fused_bias_grad = !off.bias_grad;
-  VisionTransformer plain(c);
+  VisionTransformer fused(fused_config);
+  VisionTransformer plain(plain_config);
   copy_weights(fused, plain);
   fused->to(torch::kCUDA);
   plain->to(torch::kCUDA);
+  fused->train(train);
+  plain->train(train);
   auto images = torch::randn({16, 3, 32, 32}, torch::kCUDA);
   auto labels = torch::randint(0, 10, {16}, torch::TensorOptions().device(torch::kCUDA).dtype(torch::kLong));
   auto run = [&](VisionTransformer& model) {
+    torch::manual_seed(7);  // drop path and dropout draw the same masks in both models
     at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
     at::autocast::set_autocast_enabled(at::kCUDA, true);
     auto logits = model->forward(images).to(torch::kFloat32);
@@ -281,10 +282,19 @@ void expect_model_matches_unfused(Fusions off) {
   double worst = 0;
   std::string worst_name;
   for (auto& p : plain->named_parameters()) {
+    ASSERT_TRUE(pf[p.key()].grad().defined()) << p.key() << ": no gradient in the fused model";
     double e = max_rel(pf[p.key()].grad(), p.value().grad());
     if (e > worst) worst = e, worst_name = p.key();
   }
   EXPECT_LT(worst, 5e-2) << worst_name;  // bf16 matmuls on both sides; same values up to summation order
+}
+
+void expect_model_matches_unfused(Fusions off) {
+  ModelConfig c = model_config(32, 4, 384, 4, 6, 1536, 10);
+  ModelConfig plain = c;
+  plain.fused_norm = !off.norm;
+  plain.fused_bias_grad = !off.bias_grad;
+  expect_models_match(c, plain, /*train=*/true);
 }
 
 TEST(FusedNorm, ModelMatchesUnfused) {
@@ -300,6 +310,24 @@ TEST(FusedLinear, ModelMatchesAutocastLinear) {
 TEST(FusedNormAndLinear, ModelMatchesAtenOps) {
   REQUIRE_FUSED_GPU();
   expect_model_matches_unfused({/*norm=*/true, /*bias_grad=*/true});
+}
+
+// With drop path (the LayerNorm's branch sums take the drop-path factor) and dropout (proj and
+// fc2 then keep their bias sums, fc1's stays in the GELU backward), training and eval mode:
+// fused_bias_grad on against off, everything else the same.
+TEST(FusedBiasGrad, ModelMatchesWithDropPathAndDropout) {
+  REQUIRE_FUSED_GPU();
+  for (double dropout : {0.0, 0.1}) {
+    for (bool train : {true, false}) {
+      SCOPED_TRACE("dropout " + std::to_string(dropout) + (train ? " train" : " eval"));
+      ModelConfig c = model_config(32, 4, 384, 4, 6, 1536, 10);
+      c.drop_path = 0.3;
+      c.dropout = dropout;
+      ModelConfig plain = c;
+      plain.fused_bias_grad = false;
+      expect_models_match(c, plain, train);
+    }
+  }
 }
 
 // fp32 on the GPU (patch embedding as a matmul, ATen's SDPA) against the CPU (convolution).
