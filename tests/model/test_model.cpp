@@ -373,6 +373,25 @@ TEST(Attention, GradientsMatchTimmsOpsThroughAutograd) {
   EXPECT_TRUE(torch::allclose(params["qkv.bias"].grad(), b.grad(), 1e-10, 1e-12));
 }
 
+// A bias gradient moves to a following fused kernel only where the fused linear runs (a GPU
+// under bf16 autocast): on the CPU it stays with the Linear, and asking otherwise is an error
+// rather than a silently missing gradient.
+TEST(FusedBiasGrad, StaysWithTheLinearOnTheCpu) {
+  torch::manual_seed(12);
+  auto x = torch::randn({2, 5, 16});
+  Attention attn(16, 4, 0.0, 0.0, /*fused_bias_grad=*/true);
+  Mlp mlp(16, 32, 0.0, /*fused_bias_grad=*/true);
+  EXPECT_FALSE(attn->proj_bias_outside(x));
+  EXPECT_FALSE(mlp->fc2_bias_outside(x));
+  EXPECT_NE(error_message<ModelError>([&] { attn->compute(x, /*proj_bias_grad=*/false); }).find("proj_bias_outside"),
+            std::string::npos);
+  EXPECT_NE(error_message<ModelError>([&] { mlp->compute(x, /*fc2_bias_grad=*/false); }).find("fc2_bias_outside"),
+            std::string::npos);
+  (attn->forward(x).sum() + mlp->forward(x).sum()).backward();
+  for (auto& p : attn->named_parameters()) EXPECT_TRUE(p.value().grad().defined()) << p.key();
+  for (auto& p : mlp->named_parameters()) EXPECT_TRUE(p.value().grad().defined()) << p.key();
+}
+
 // ---- position-embedding resampling ----
 
 TEST(ResamplePosEmbed, IdentityWhenGridsEqual) {
