@@ -9,8 +9,9 @@
 // the same or better values), so the casts go away. How cuBLASLt runs the epilogue's bias sum is
 // its choice: in the ViT-B/16 profile on an H200 it ran as a kernel of its own, another pass
 // over grad_y (docs/benchmarks.md). So the model moves the bias sums of attn.proj and mlp.fc2
-// into the fused LayerNorm backward (fused_norm.h) and that of mlp.fc1 into the GELU backward
-// (fused_gelu.h), which write grad_y anyway; their GEMMs run without the epilogue. The forward pass
+// into the fused LayerNorm backward (fused_norm.h), and those of mlp.fc1 and attn.qkv into the
+// GELU backward and the attention heads' gather (fused_bias_sums.h), which write grad_y anyway;
+// their GEMMs run without the epilogue. The forward pass
 // and grad_x are autocast's own. Shapes without a cuBLASLt algorithm fall back to ATen calls with
 // the same outputs (logged once).
 #pragma once
@@ -26,7 +27,7 @@ bool fused_linear_applies(const torch::Tensor& x, const torch::Tensor& weight, c
 // y = x W^T + b as autocast computes it (bf16 out); x: [..., in], weight [out, in] and bias [out]
 // fp32 parameters. Call only where fused_linear_applies(x, weight, bias).
 // bias_grad = false: backward leaves the bias gradient to the kernel that consumes y's gradient
-// (fused_add_layer_norm's branch_bias, fused_gelu's bias), which sums it in a pass it makes anyway;
+// (fused_add_layer_norm's branch_bias, fused_gelu's or fused_split_heads' bias), which sums it in a pass it makes anyway;
 // the weight-gradient GEMM then runs without the epilogue.
 torch::Tensor fused_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
                            bool bias_grad = true);

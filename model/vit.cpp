@@ -7,7 +7,7 @@
 #include <tuple>
 
 #include "core/errors.h"
-#include "model/fused_gelu.h"
+#include "model/fused_bias_sums.h"
 #include "model/fused_linear.h"
 #include "model/fused_norm.h"
 
@@ -100,7 +100,14 @@ torch::Tensor AttentionImpl::compute(const torch::Tensor& x, bool proj_bias_grad
   VIT_CHECK(proj_bias_grad || proj_bias_outside(x), ModelError,
             "attention: the projection's bias gradient cannot move out here (proj_bias_outside() is false)");
   const int64_t B = x.size(0), N = x.size(1), D = x.size(2), Dh = D / num_heads_;
-  auto parts = SplitHeadsFn::apply(linear(qkv_, x, fused_bias_grad_).view({B, N, 3, num_heads_, Dh}));
+  // The qkv bias gradient from the heads' backward kernel where it applies (fused_bias_sums.h).
+  std::vector<torch::Tensor> parts;
+  if (fused_applies(qkv_, x, fused_bias_grad_) && fused_split_heads_supported(Dh)) {
+    auto qkv = linear(qkv_, x, true, /*bias_grad=*/false).view({B, N, 3, num_heads_, Dh});
+    parts = fused_split_heads(qkv, qkv_->bias);
+  } else {
+    parts = SplitHeadsFn::apply(linear(qkv_, x, fused_bias_grad_).view({B, N, 3, num_heads_, Dh}));
+  }
   const auto &q = parts[0], &k = parts[1], &v = parts[2];  // [B, H, N, Dh] each
   // Fused attention (flash / memory-efficient kernels on GPU; math on CPU).
   auto out = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{},

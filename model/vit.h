@@ -43,7 +43,7 @@ class MlpImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);  // [B, N, D] -> [B, N, D]
   // fc2_bias_grad = false: fc2 leaves its bias gradient to the caller's fused LayerNorm; only
   // where fc2_bias_outside() allows it. fc1's bias gradient comes from the GELU backward kernel
-  // wherever the fused linear and fused_gelu apply (fused_gelu.h).
+  // wherever the fused linear and fused_gelu apply (fused_bias_sums.h).
   torch::Tensor compute(const torch::Tensor& x, bool fc2_bias_grad);
   bool fc2_bias_outside(const torch::Tensor& x) const;
   const torch::Tensor& fc2_bias() const { return fc2_->bias; }

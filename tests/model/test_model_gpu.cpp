@@ -1,12 +1,12 @@
-// The fused residual + LayerNorm kernels (model/fused_norm.h), the fused GELU backward
-// (model/fused_gelu.h) and the fused linear backward (model/fused_linear.h) against ATen's ops,
-// and the model with them against the model without.
+// The fused residual + LayerNorm kernels (model/fused_norm.h), the GELU backward and attention
+// heads gather that sum bias gradients (model/fused_bias_sums.h) and the fused linear backward
+// (model/fused_linear.h) against ATen's ops, and the model with them against the model without.
 // Needs a GPU; skips with a reason without one.
 #include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "model/fused_gelu.h"
+#include "model/fused_bias_sums.h"
 #include "model/fused_linear.h"
 #include "model/fused_norm.h"
 #include "model/vit.h"
@@ -176,6 +176,44 @@ TEST(FusedGelu, MatchesAtenGeluAndSumsTheBiasGradient) {
     auto exact_b = at::gelu_backward(grad_y.to(torch::kFloat64), x.detach().to(torch::kFloat64)).sum(0);
     ASSERT_EQ(grads[1].scalar_type(), torch::kFloat32);
     EXPECT_LT(max_rel(grads[1], exact_b), 1e-4) << "bias";
+  }
+}
+
+// q, k, v views as timm's permute + unbind; backward: the same gradient as autograd's through
+// those ops (a copy: equal), the qkv bias gradient against fp64 column sums. Incoming gradients
+// contiguous and strided, and one output unused (its gradient undefined).
+TEST(FusedSplitHeads, MatchesUnbindAndSumsTheBiasGradient) {
+  REQUIRE_FUSED_GPU();
+  torch::manual_seed(6);
+  const auto f32 = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat32);
+  struct Shape {
+    int64_t B, N, H, Dh;
+  };
+  for (const Shape& c : {Shape{2, 17, 3, 64}, Shape{8, 197, 12, 64}, Shape{3, 5, 2, 8}, Shape{2, 65, 6, 32}}) {
+    SCOPED_TRACE("B " + std::to_string(c.B) + " N " + std::to_string(c.N) + " H " + std::to_string(c.H) + " Dh " +
+                 std::to_string(c.Dh));
+    ASSERT_TRUE(fused_split_heads_supported(c.Dh));
+    auto qkv = torch::randn({c.B, c.N, 3, c.H, c.Dh}, f32).to(torch::kBFloat16).requires_grad_(true);
+    auto bias = torch::zeros({3 * c.H * c.Dh}, f32).requires_grad_(true);
+    auto ref = qkv.detach().clone().requires_grad_(true);
+    auto gq = torch::randn({c.B, c.H, c.N, c.Dh}, f32).to(torch::kBFloat16);
+    auto gk = torch::randn({c.B, c.N, c.H, c.Dh}, f32).to(torch::kBFloat16).transpose(1, 2);  // strided
+    auto gv = (torch::randn({c.B, c.H, c.N, c.Dh}, f32) + 0.3).to(torch::kBFloat16);
+    for (bool all : {true, false}) {
+      SCOPED_TRACE(all ? "q, k, v used" : "k unused");
+      auto parts = fused_split_heads(qkv, bias);
+      auto r_parts = ref.permute({2, 0, 3, 1, 4}).unbind(0);
+      for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(torch::equal(parts[i], r_parts[i])) << "view " << i;
+      std::vector<torch::Tensor> outs{parts[0], parts[2]}, r_outs{r_parts[0], r_parts[2]}, g{gq, gv};
+      if (all) outs = parts, r_outs = r_parts, g = {gq, gk, gv};
+      auto grads = torch::autograd::grad(outs, {qkv, bias}, g);
+      auto r_grad = torch::autograd::grad(r_outs, {ref}, g)[0];
+      ASSERT_EQ(grads[0].scalar_type(), torch::kBFloat16);
+      EXPECT_TRUE(torch::equal(grads[0], r_grad)) << "qkv gradient";
+      auto exact = r_grad.to(torch::kFloat64).reshape({c.B * c.N, 3 * c.H * c.Dh}).sum(0);
+      ASSERT_EQ(grads[1].scalar_type(), torch::kFloat32);
+      EXPECT_LT(max_rel(grads[1], exact), 1e-5) << "bias";
+    }
   }
 }
 

@@ -1,0 +1,126 @@
+// Autograd wrappers around the kernels that sum a bias gradient (see fused_bias_sums.h).
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <algorithm>
+#include <array>
+
+#include "core/errors.h"
+#include "model/bias_sum_kernels.h"
+#include "model/fused_bias_sums.h"
+#include "model/kernel_ptr.h"
+
+namespace vit::model {
+namespace {
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Row blocks per column strip: about 8 blocks per SM over the whole grid, at most one per row.
+int row_blocks(int64_t rows, int64_t cols) {
+  const int64_t strips = (cols + kernels::kSumBlockColumns - 1) / kernels::kSumBlockColumns;
+  const int64_t target = 8 * static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
+  return static_cast<int>(std::clamp<int64_t>((target + strips - 1) / strips, 1, std::max<int64_t>(rows, 1)));
+}
+
+struct GeluFn : public torch::autograd::Function<GeluFn> {
+  static variable_list forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& bias) {
+    // The bias is an input for its gradient only: x already holds it.
+    ctx->save_for_backward({x});
+    ctx->saved_data["bias_grad"] = bias.requires_grad();
+    return {at::gelu(x)};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto x = ctx->get_saved_variables()[0].contiguous();
+    c10::cuda::CUDAGuard guard(x.device());
+    const int64_t cols = x.size(-1), rows = x.numel() / cols;
+    auto dy = grads[0].to(x.scalar_type()).contiguous();
+    if (!ctx->saved_data["bias_grad"].toBool()) return {at::gelu_backward(dy, x), torch::Tensor()};  // frozen bias
+    auto dx = torch::empty_like(x);
+    const int blocks = row_blocks(rows, cols);
+    auto partial = torch::empty({blocks, cols}, x.options().dtype(torch::kFloat32));
+    kernels::GeluBackwardArgs args{data_or_null<const uint16_t>(x), data_or_null<const uint16_t>(dy),
+                                   data_or_null<uint16_t>(dx), data_or_null<float>(partial), rows, cols};
+    if (!kernels::gelu_backward_supported(args)) {  // an unaligned view: ATen's passes, same values
+      dx = at::gelu_backward(dy, x);
+      return {dx, at::gelu_backward(dy.to(torch::kFloat32), x.to(torch::kFloat32)).reshape({rows, cols}).sum(0)};
+    }
+    const auto status = kernels::launch_gelu_backward(args, blocks, at::cuda::getCurrentCUDAStream());
+    VIT_CHECK(status == cudaSuccess, ModelError, "fused GELU backward: ", cudaGetErrorString(status));
+    return {dx, partial.sum(0)};
+  }
+};
+
+struct SplitHeadsSumFn : public torch::autograd::Function<SplitHeadsSumFn> {
+  static variable_list forward(AutogradContext* ctx, const torch::Tensor& qkv, const torch::Tensor& bias) {
+    // The bias is an input for its gradient only: qkv already holds it.
+    ctx->saved_data["sizes"] = qkv.sizes().vec();
+    ctx->saved_data["bias_grad"] = bias.requires_grad();
+    auto heads = qkv.permute({2, 0, 3, 1, 4});  // [3, B, H, N, Dh]
+    return {heads[0], heads[1], heads[2]};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto sizes = ctx->saved_data["sizes"].toIntVector();  // [B, N, 3, H, Dh]
+    const int64_t B = sizes[0], N = sizes[1], H = sizes[3], Dh = sizes[4];
+    const auto options = grads[0].defined() ? grads[0].options() : grads[1].defined() ? grads[1].options()
+                                                                                      : grads[2].options();
+    c10::cuda::CUDAGuard guard(options.device());
+    const auto bf16 = options.dtype(torch::kBFloat16);
+    std::array<torch::Tensor, 3> g;
+    for (size_t i = 0; i < 3; ++i) {  // an unused output's gradient is undefined: zeros
+      g[i] = grads[i].defined() ? grads[i].to(torch::kBFloat16) : torch::zeros({B, H, N, Dh}, bf16);
+      if (g[i].stride(3) != 1) g[i] = g[i].contiguous();
+    }
+    auto grad = torch::empty(sizes, bf16);
+    const bool bias_grad = ctx->saved_data["bias_grad"].toBool();
+    const int64_t cols = 3 * H * Dh, rows = B * N;
+    const int blocks = row_blocks(rows, cols);
+    auto partial = torch::empty({blocks, cols}, options.dtype(torch::kFloat32));
+    kernels::HeadsGatherArgs args{};
+    for (size_t i = 0; i < 3; ++i) {
+      args.grad[i] = data_or_null<const uint16_t>(g[i]);
+      for (int d = 0; d < 3; ++d) args.stride[i][d] = g[i].stride(d);
+    }
+    args.grad_qkv = data_or_null<uint16_t>(grad);
+    args.bias_partial = data_or_null<float>(partial);
+    args.batch = B, args.heads = H, args.tokens = N, args.head_dim = Dh;
+    if (!bias_grad || !kernels::heads_gather_supported(args)) {  // a frozen bias, or odd strides: copies
+      auto heads = grad.permute({2, 0, 3, 1, 4});
+      for (size_t i = 0; i < 3; ++i) heads[static_cast<int64_t>(i)].copy_(g[i]);
+      if (!bias_grad) return {grad, torch::Tensor()};
+      return {grad, grad.view({rows, cols}).sum(0, /*keepdim=*/false, torch::kFloat32)};
+    }
+    const auto status = kernels::launch_heads_gather(args, blocks, at::cuda::getCurrentCUDAStream());
+    VIT_CHECK(status == cudaSuccess, ModelError, "fused split heads backward: ", cudaGetErrorString(status));
+    return {grad, partial.sum(0)};
+  }
+};
+
+}  // namespace
+
+bool fused_gelu_supported(int64_t width) { return width > 0 && width % kernels::kSumVector == 0; }
+
+torch::Tensor fused_gelu(const torch::Tensor& x, const torch::Tensor& bias) {
+  VIT_CHECK(x.is_cuda() && x.scalar_type() == torch::kBFloat16 && x.dim() >= 1 && fused_gelu_supported(x.size(-1)) &&
+                bias.defined() && bias.dim() == 1 && bias.size(0) == x.size(-1) &&
+                bias.scalar_type() == torch::kFloat32 && bias.device() == x.device(),
+            ModelError, "fused GELU: unsupported input ", x.sizes(), " ", x.scalar_type(), " on ", x.device().str(),
+            " with bias ", bias.sizes(), " (needs bf16 [..., width] on a GPU, width a multiple of 8, an fp32 bias on the same GPU)");
+  return GeluFn::apply(x.contiguous(), bias)[0];
+}
+
+bool fused_split_heads_supported(int64_t head_dim) { return head_dim > 0 && head_dim % kernels::kSumVector == 0; }
+
+std::vector<torch::Tensor> fused_split_heads(const torch::Tensor& qkv, const torch::Tensor& bias) {
+  VIT_CHECK(qkv.is_cuda() && qkv.scalar_type() == torch::kBFloat16 && qkv.dim() == 5 && qkv.size(2) == 3 &&
+                fused_split_heads_supported(qkv.size(4)) && bias.defined() && bias.dim() == 1 &&
+                bias.size(0) == 3 * qkv.size(3) * qkv.size(4) && bias.scalar_type() == torch::kFloat32 &&
+                bias.device() == qkv.device(),
+            ModelError, "fused split heads: unsupported input ", qkv.sizes(), " ", qkv.scalar_type(), " on ",
+            qkv.device().str(), " with bias ", bias.sizes(),
+            " (needs bf16 [B, N, 3, H, Dh] on a GPU, Dh a multiple of 8, an fp32 bias [3 H Dh] on the same GPU)");
+  return SplitHeadsSumFn::apply(qkv, bias);
+}
+
+}  // namespace vit::model
