@@ -45,7 +45,7 @@ def pytorch(shape, mode, gpus):
     return json.loads([l for l in proc.stdout.splitlines() if l.startswith("{")][-1])
 
 
-def vitrain(binary, shape, gpus, extra, graph=False):
+def vitrain(binary, shape, gpus, extra, graph=False, log_dir=None):
     config = ROOT / f"bench/step/configs/{shape}.yaml"
     run_dir = tempfile.mkdtemp(prefix=f"vitrain-bench-{shape}-")
     micro = int(re.search(r"micro_batch_size: (\d+)", config.read_text()).group(1))
@@ -59,6 +59,9 @@ def vitrain(binary, shape, gpus, extra, graph=False):
     if gpus > 1:
         args = ["mpirun", "--allow-run-as-root", "-np", str(gpus), "--bind-to", "none", "-x", "NCCL_NVLS_ENABLE"] + args
     proc = sh(args)
+    if log_dir and proc is not None:  # vit-train's own log: start-up, GEMM tuning, progress (sh shows a failure's)
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        Path(log_dir, f"vitrain-{shape}-{gpus}gpu{'-graph' if graph else ''}.log").write_text(proc.stdout + proc.stderr)
     if proc is None:
         return None, flops
     lines = [json.loads(l) for l in Path(run_dir, "metrics.jsonl").read_text().splitlines()]
@@ -80,6 +83,7 @@ def main():
     p.add_argument("--graph", default="auto", choices=["auto", "on", "off"],
                    help="vitrain with train.cuda_graph: auto = both variants (the faster one makes the ratio)")
     p.add_argument("--json", help="write all results here")
+    p.add_argument("--log", help="keep each vit-train run's output in this folder")
     a = p.parse_args()
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
     results = []
@@ -88,7 +92,7 @@ def main():
             "|---|---|---|---|---|---|---|---|---|"]
     for shape in a.shapes.split(","):
         variants = {"auto": [False, True], "on": [True], "off": [False]}[a.graph]
-        mine = [vitrain(a.vit_train, shape, a.gpus, a.set, g) for g in variants]
+        mine = [vitrain(a.vit_train, shape, a.gpus, a.set, g, a.log) for g in variants]
         flops = mine[0][1]
         candidates = [m[0] for m in mine if m[0] is not None]
         ours = max(candidates, key=lambda r: r["img_per_s"]) if candidates else None
