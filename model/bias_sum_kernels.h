@@ -26,8 +26,8 @@ struct GeluBackwardArgs {
   int64_t rows, cols;
 };
 
-// The attention's q, k, v gradients, each [B, H, N, Dh] with any strides (the last one 1),
-// gathered into the qkv projection's gradient [B * N, 3 * H * Dh] (its [B, N, 3, H, Dh] layout).
+// The attention's q, k, v gradients, each [B, H, N, Dh] with the last stride 1, the others
+// multiples of 8, and 16-byte aligned (heads_gather_supported; callers copy otherwise), gathered into the qkv projection's gradient [B * N, 3 * H * Dh] (its [B, N, 3, H, Dh] layout).
 struct HeadsGatherArgs {
   const uint16_t* grad[3];  // dq, dk, dv: bf16 bits
   int64_t stride[3][3];     // per tensor: strides of B, H, N in elements

@@ -9,7 +9,10 @@
 //   values (autocast sums the bf16-rounded ones).
 // - The attention's split of attn.qkv's output into q, k, v heads: backward gathers dq, dk and dv
 //   into the projection's gradient layout (a copy it needs anyway) and sums its columns, the qkv
-//   bias gradient, in the same pass. Values as autocast's: the sums are of the bf16 gradients.
+//   bias gradient, in the same pass. The bias gradient is the fp32 column sum of the bf16 qkv
+//   gradient, as cuBLASLt's bias-gradient epilogue computes it (autocast's own linear rounds
+//   it to bf16 first).
+// Backward with create_graph (double backward) takes ATen's differentiable ops instead.
 #pragma once
 
 #include <torch/torch.h>

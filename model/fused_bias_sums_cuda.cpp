@@ -25,8 +25,8 @@ int row_blocks(int64_t rows, int64_t cols) {
 struct GeluFn : public torch::autograd::Function<GeluFn> {
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& bias) {
     // The bias is an input for its gradient only: x already holds it.
+    (void)bias;
     ctx->save_for_backward({x});
-    ctx->saved_data["bias_grad"] = bias.requires_grad();
     return {at::gelu(x)};
   }
 
@@ -35,7 +35,11 @@ struct GeluFn : public torch::autograd::Function<GeluFn> {
     c10::cuda::CUDAGuard guard(x.device());
     const int64_t cols = x.size(-1), rows = x.numel() / cols;
     auto dy = grads[0].to(x.scalar_type()).contiguous();
-    if (!ctx->saved_data["bias_grad"].toBool()) return {at::gelu_backward(dy, x), torch::Tensor()};  // frozen bias
+    if (!ctx->needs_input_grad(1)) return {at::gelu_backward(dy, x), torch::Tensor()};  // a frozen bias
+    if (torch::GradMode::is_enabled()) {  // create_graph: ATen's differentiable ops, the same values
+      return {at::gelu_backward(dy, x),
+              at::gelu_backward(dy.to(torch::kFloat32), x.to(torch::kFloat32)).reshape({rows, cols}).sum(0)};
+    }
     auto dx = torch::empty_like(x);
     const int blocks = row_blocks(rows, cols);
     auto partial = torch::empty({blocks, cols}, x.options().dtype(torch::kFloat32));
@@ -54,8 +58,8 @@ struct GeluFn : public torch::autograd::Function<GeluFn> {
 struct SplitHeadsSumFn : public torch::autograd::Function<SplitHeadsSumFn> {
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& qkv, const torch::Tensor& bias) {
     // The bias is an input for its gradient only: qkv already holds it.
+    (void)bias;
     ctx->saved_data["sizes"] = qkv.sizes().vec();
-    ctx->saved_data["bias_grad"] = bias.requires_grad();
     auto heads = qkv.permute({2, 0, 3, 1, 4});  // [3, B, H, N, Dh]
     return {heads[0], heads[1], heads[2]};
   }
@@ -68,12 +72,12 @@ struct SplitHeadsSumFn : public torch::autograd::Function<SplitHeadsSumFn> {
     c10::cuda::CUDAGuard guard(options.device());
     const auto bf16 = options.dtype(torch::kBFloat16);
     std::array<torch::Tensor, 3> g;
-    for (size_t i = 0; i < 3; ++i) {  // an unused output's gradient is undefined: zeros
+    for (size_t i = 0; i < 3; ++i) {  // an unused output's gradient: zeros (autograd's, or ours if undefined)
       g[i] = grads[i].defined() ? grads[i].to(torch::kBFloat16) : torch::zeros({B, H, N, Dh}, bf16);
       if (g[i].stride(3) != 1) g[i] = g[i].contiguous();
     }
     auto grad = torch::empty(sizes, bf16);
-    const bool bias_grad = ctx->saved_data["bias_grad"].toBool();
+    const bool bias_grad = ctx->needs_input_grad(1);
     const int64_t cols = 3 * H * Dh, rows = B * N;
     const int blocks = row_blocks(rows, cols);
     auto partial = torch::empty({blocks, cols}, options.dtype(torch::kFloat32));
@@ -85,7 +89,8 @@ struct SplitHeadsSumFn : public torch::autograd::Function<SplitHeadsSumFn> {
     args.grad_qkv = data_or_null<uint16_t>(grad);
     args.bias_partial = data_or_null<float>(partial);
     args.batch = B, args.heads = H, args.tokens = N, args.head_dim = Dh;
-    if (!bias_grad || !kernels::heads_gather_supported(args)) {  // a frozen bias, or odd strides: copies
+    // A frozen bias, odd strides, or create_graph (differentiable copies): the same values by copies.
+    if (!bias_grad || !kernels::heads_gather_supported(args) || torch::GradMode::is_enabled()) {
       auto heads = grad.permute({2, 0, 3, 1, 4});
       for (size_t i = 0; i < 3; ++i) heads[static_cast<int64_t>(i)].copy_(g[i]);
       if (!bias_grad) return {grad, torch::Tensor()};

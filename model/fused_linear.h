@@ -12,7 +12,8 @@
 // into the fused LayerNorm backward (fused_norm.h), and those of mlp.fc1 and attn.qkv into the
 // GELU backward and the attention heads' gather (fused_bias_sums.h), which write grad_y anyway;
 // their GEMMs run without the epilogue. The forward pass
-// and grad_x are autocast's own. Shapes without a cuBLASLt algorithm fall back to ATen calls with
+// and grad_x are autocast's own (its bf16 weight and bias from the model's one-kernel casts where
+// those are in use, weight_casts.h). Shapes without a cuBLASLt algorithm fall back to ATen calls with
 // the same outputs (logged once).
 #pragma once
 

@@ -15,6 +15,7 @@
 #include "core/errors.h"
 #include "core/log.h"
 #include "model/fused_linear.h"
+#include "model/weight_casts.h"
 
 namespace vit::model {
 namespace {
@@ -151,10 +152,15 @@ std::pair<torch::Tensor, torch::Tensor> weight_bias_grads(const torch::Tensor& x
 struct LinearFn : public torch::autograd::Function<LinearFn> {
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
                                const torch::Tensor& bias, bool bias_grad) {
-    // The casts autocast's linear makes; the bf16 copies are what backward reads.
+    // The casts autocast's linear makes (the weight and bias from the model's one-kernel casts
+    // where they are in use, weight_casts.h); the bf16 copies are what backward reads.
     const auto dtype = at::autocast::get_autocast_dtype(at::kCUDA);
-    auto x16 = x.to(dtype).contiguous(), w16 = weight.to(dtype);
-    auto y = at::linear(x16, w16, bias.to(dtype));
+    const auto* casts = dtype == at::kBFloat16 ? active_weight_casts() : nullptr;
+    auto w16 = casts ? casts->find(weight) : torch::Tensor(), b16 = casts ? casts->find(bias) : torch::Tensor();
+    if (!w16.defined()) w16 = weight.to(dtype);
+    if (!b16.defined()) b16 = bias.to(dtype);
+    auto x16 = x.to(dtype).contiguous();
+    auto y = at::linear(x16, w16, b16);
     ctx->save_for_backward({x16, w16});
     ctx->saved_data["bias_grad"] = bias_grad;
     return {y};

@@ -198,6 +198,13 @@ VisionTransformerImpl::VisionTransformerImpl(const ModelConfig& c) : config_(c) 
     pre_logits_fc_ = pre_logits->register_module("fc", torch::nn::Linear(D, D));
   }
   head_ = register_module("head", torch::nn::Linear(D, c.num_classes));
+  linear_params_ = {patch_proj_->weight, patch_proj_->bias};
+  for (auto& module : modules(/*include_self=*/false)) {
+    if (auto* linear = module->as<torch::nn::Linear>()) {
+      linear_params_.push_back(linear->weight);
+      linear_params_.push_back(linear->bias);
+    }
+  }
   initialise();
 }
 
@@ -222,6 +229,7 @@ void VisionTransformerImpl::initialise() {
 }
 
 torch::Tensor VisionTransformerImpl::forward_features(const torch::Tensor& images) {
+  UseWeightCasts casts(cast_weights(images));
   // fp32 on every path, as timm under autocast (the fused path's final norm is bf16).
   auto x = forward_tokens(images);
   return x.scalar_type() == torch::kBFloat16 ? x.to(torch::kFloat32) : x;
@@ -288,7 +296,15 @@ torch::Tensor VisionTransformerImpl::forward_fused(torch::Tensor x) {
   return norm_after(norm_);  // [B, N, D] bf16
 }
 
+const WeightCasts* VisionTransformerImpl::cast_weights(const torch::Tensor& images) {
+  const bool fused = config_.fused_bias_grad && images.is_cuda() && torch::GradMode::is_enabled() &&
+                     at::autocast::is_autocast_enabled(at::kCUDA) &&
+                     at::autocast::get_autocast_dtype(at::kCUDA) == at::kBFloat16;
+  return fused && weight_casts_->refresh(linear_params_) ? weight_casts_.get() : nullptr;
+}
+
 torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& images) {
+  UseWeightCasts casts(cast_weights(images));
   auto cls = forward_tokens(images).select(1, 0);  // [B, D], the [CLS] token
   if (pre_logits_fc_) cls = torch::tanh(linear(pre_logits_fc_, cls, config_.fused_bias_grad));
   return linear(head_, cls, config_.fused_bias_grad);  // [B, K]

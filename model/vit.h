@@ -13,6 +13,7 @@
 #include <torch/torch.h>
 
 #include "model/config.h"
+#include "model/weight_casts.h"
 
 namespace vit::model {
 
@@ -86,6 +87,8 @@ class VisionTransformerImpl : public torch::nn::Module {
   torch::Tensor forward_features(const torch::Tensor& images);  // -> [B, N, D] after the final norm
 
   const ModelConfig& config() const { return config_; }
+  // The bf16 copies the last forward under bf16 autocast made of every Linear's weight and bias.
+  const WeightCasts& weight_casts() const { return *weight_casts_; }
 
  private:
   void initialise();
@@ -94,6 +97,9 @@ class VisionTransformerImpl : public torch::nn::Module {
   torch::Tensor forward_tokens(const torch::Tensor& images);
   bool use_fused_norm(const torch::Tensor& x) const;
   torch::Tensor forward_fused(torch::Tensor x);  // blocks + final norm with fused_norm.h
+  // Casts every Linear's weight and bias to bf16 in one kernel where the fused linear applies to
+  // this forward (weight_casts.h); returns the casts to use, or null.
+  const WeightCasts* cast_weights(const torch::Tensor& images);
 
   ModelConfig config_;
   torch::nn::Conv2d patch_proj_{nullptr};  // registered as patch_embed.proj
@@ -104,6 +110,8 @@ class VisionTransformerImpl : public torch::nn::Module {
   torch::nn::LayerNorm norm_{nullptr};
   torch::nn::Linear pre_logits_fc_{nullptr};  // mlp head only, registered as pre_logits.fc
   torch::nn::Linear head_{nullptr};
+  std::vector<torch::Tensor> linear_params_;  // every Linear's weight and bias, and the patch embedding's
+  std::shared_ptr<WeightCasts> weight_casts_ = std::make_shared<WeightCasts>();
 };
 TORCH_MODULE(VisionTransformer);
 

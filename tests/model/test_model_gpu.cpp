@@ -10,6 +10,7 @@
 #include "model/fused_linear.h"
 #include "model/fused_norm.h"
 #include "model/vit.h"
+#include "model/weight_casts.h"
 
 namespace vit::model {
 namespace {
@@ -177,11 +178,22 @@ TEST(FusedGelu, MatchesAtenGeluAndSumsTheBiasGradient) {
     ASSERT_EQ(grads[1].scalar_type(), torch::kFloat32);
     EXPECT_LT(max_rel(grads[1], exact_b), 1e-4) << "bias";
   }
+  // create_graph: the bias gradient is differentiable; d(sum of it) / d(grad_y) = GELU'(x).
+  auto x = torch::randn({33, 64}, f32).to(torch::kBFloat16).requires_grad_(true);
+  auto bias = torch::zeros({64}, f32).requires_grad_(true);
+  auto grad_y = torch::randn({33, 64}, f32).requires_grad_(true);
+  auto bias_grad = torch::autograd::grad({fused_gelu(x, bias)}, {bias}, {grad_y.to(torch::kBFloat16)},
+                                         /*retain_graph=*/true, /*create_graph=*/true)[0];
+  auto d_grad_y = torch::autograd::grad({bias_grad.sum()}, {grad_y})[0];
+  auto slope = at::gelu_backward(torch::ones({33, 64}, f32), x.detach().to(torch::kFloat32));
+  // grad_y reaches the kernel as bf16, so its gradient is the slope rounded to bf16.
+  EXPECT_LT(max_rel(d_grad_y, slope), 1.0 / 128) << "double backward through the bias sum";
 }
 
 // q, k, v views as timm's permute + unbind; backward: the same gradient as autograd's through
 // those ops (a copy: equal), the qkv bias gradient against fp64 column sums. Incoming gradients
-// contiguous and strided, and one output unused (its gradient undefined).
+// contiguous, strided and unaligned (the copies' path), one output unused (autograd hands zeros),
+// a frozen bias, and a double backward through the bias sum.
 TEST(FusedSplitHeads, MatchesUnbindAndSumsTheBiasGradient) {
   REQUIRE_FUSED_GPU();
   torch::manual_seed(6);
@@ -214,6 +226,27 @@ TEST(FusedSplitHeads, MatchesUnbindAndSumsTheBiasGradient) {
       ASSERT_EQ(grads[1].scalar_type(), torch::kFloat32);
       EXPECT_LT(max_rel(grads[1], exact), 1e-5) << "bias";
     }
+
+    // An incoming gradient 2 bytes off 16-byte alignment: the copies serve, same values.
+    const int64_t n = c.B * c.H * c.N * c.Dh;
+    auto gq_odd = torch::randn({n + 1}, f32).to(torch::kBFloat16).narrow(0, 1, n).view({c.B, c.H, c.N, c.Dh});
+    auto odd = torch::autograd::grad(fused_split_heads(qkv, bias), {qkv, bias}, {gq_odd, gk, gv});
+    auto r_odd = torch::autograd::grad(ref.permute({2, 0, 3, 1, 4}).unbind(0), {ref}, {gq_odd, gk, gv})[0];
+    EXPECT_TRUE(torch::equal(odd[0], r_odd)) << "qkv gradient, unaligned dq";
+    EXPECT_LT(max_rel(odd[1], r_odd.to(torch::kFloat64).reshape({c.B * c.N, -1}).sum(0)), 1e-5) << "bias, unaligned dq";
+
+    // A frozen bias: the qkv gradient alone.
+    auto frozen = torch::zeros({3 * c.H * c.Dh}, f32);
+    auto g_frozen = torch::autograd::grad(fused_split_heads(qkv, frozen), {qkv}, {gq, gk, gv})[0];
+    auto r_frozen = torch::autograd::grad(ref.permute({2, 0, 3, 1, 4}).unbind(0), {ref}, {gq, gk, gv})[0];
+    EXPECT_TRUE(torch::equal(g_frozen, r_frozen)) << "qkv gradient, frozen bias";
+
+    // create_graph: the bias gradient is differentiable; d(sum of it) / d(dq) = 1 everywhere.
+    auto gq_var = gq.to(torch::kFloat32).requires_grad_(true);
+    auto second = torch::autograd::grad(fused_split_heads(qkv, bias), {bias}, {gq_var.to(torch::kBFloat16), gk, gv},
+                                        /*retain_graph=*/true, /*create_graph=*/true)[0];
+    auto d_gq = torch::autograd::grad({second.sum()}, {gq_var})[0];
+    EXPECT_TRUE(torch::equal(d_gq, torch::ones_like(d_gq))) << "double backward through the bias sum";
   }
 }
 
@@ -283,6 +316,80 @@ TEST(FusedLinear, MatchesAutocastLinear) {
     EXPECT_TRUE(torch::equal(y_nb, y)) << "forward without the bias gradient";
     EXPECT_LT(max_rel(g_nb[0], exact_w), 1e-4) << "weight without the bias gradient";
     EXPECT_FALSE(g_nb[1].defined()) << "a bias gradient where bias_grad = false";
+  }
+}
+
+// One kernel for all weight casts (weight_casts.h): the bits of Tensor::to(kBFloat16), ties
+// rounded to even included; found by address (a reshaped view too, shaped as asked); refreshed
+// after in-place updates; rebuilt for a new set; nothing for tensors it was not given.
+TEST(WeightCasts, MatchToBf16AndFollowUpdates) {
+  REQUIRE_FUSED_GPU();
+  torch::manual_seed(7);
+  const auto f32 = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat32);
+  // Exact ties: halfway between two neighbouring bf16 values (a bf16 value plus half its ulp).
+  auto a = torch::randn({4099}, f32).to(torch::kBFloat16).to(torch::kFloat32);
+  auto [mantissa, exponent] = torch::frexp(a);
+  auto ties = a + a.sign() * torch::pow(2.0, (exponent - 9).to(torch::kFloat32));
+  std::vector<torch::Tensor> params{torch::randn({768, 3072}, f32), torch::randn({5}, f32) * 1e-3,
+                                    torch::randn({33, 7}, f32) * 100, torch::randn({8193}, f32), ties,
+                                    torch::zeros({1}, f32)};
+  WeightCasts casts;
+  auto expect_copies = [&](const char* when) {
+    for (size_t i = 0; i < params.size(); ++i) {
+      auto copy = casts.find(params[i]);
+      ASSERT_TRUE(copy.defined()) << when << ": tensor " << i;
+      EXPECT_EQ(copy.sizes(), params[i].sizes()) << when << ": tensor " << i;
+      EXPECT_TRUE(torch::equal(copy, params[i].to(torch::kBFloat16))) << when << ": tensor " << i;
+    }
+  };
+  ASSERT_TRUE(casts.refresh(params));
+  expect_copies("first refresh");
+  auto as_matrix = params[0].view({3072, 768});
+  EXPECT_TRUE(torch::equal(casts.find(as_matrix), as_matrix.to(torch::kBFloat16))) << "a reshaped view";
+  EXPECT_FALSE(casts.find(params[0].narrow(0, 1, 2)).defined()) << "a view starting elsewhere";
+  EXPECT_FALSE(casts.find(torch::randn({5}, f32)).defined()) << "a tensor it was not given";
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : params) p.mul_(-3).add_(0.25);
+  }
+  ASSERT_TRUE(casts.refresh(params));
+  expect_copies("after an in-place update");
+  params.push_back(torch::randn({100}, f32));
+  ASSERT_TRUE(casts.refresh(params));
+  expect_copies("a new set");
+  WeightCasts other;
+  EXPECT_FALSE(other.refresh({torch::randn({4, 4}, f32).t()})) << "a non-contiguous tensor";
+  EXPECT_FALSE(other.find(params[0]).defined());
+}
+
+// The model's forward takes its bf16 weights from the one-kernel casts: after each in-place
+// update it gives the output of the model that casts per Linear (fused_bias_grad = false).
+TEST(WeightCasts, ModelForwardSeesUpdatedWeights) {
+  REQUIRE_FUSED_GPU();
+  torch::manual_seed(8);
+  auto config = model_config(32, 4, 64, 2, 4, 128, 10);
+  VisionTransformer fused(config);
+  config.fused_bias_grad = false;
+  VisionTransformer plain(config);
+  fused->to(torch::kCUDA);
+  plain->to(torch::kCUDA);
+  copy_weights(fused, plain);
+  auto images = torch::randn({4, 3, 32, 32}, torch::kCUDA);
+  for (int step = 0; step < 3; ++step) {
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    auto y = fused->forward(images).to(torch::kFloat32);
+    auto r = plain->forward(images).to(torch::kFloat32);
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+    at::autocast::clear_cache();
+    EXPECT_LT(max_rel(y, r), 1e-3) << "step " << step;
+    auto fc1 = fused->named_parameters()["blocks.1.mlp.fc1.weight"];
+    auto copy = fused->weight_casts().find(fc1);
+    ASSERT_TRUE(copy.defined()) << "the forward did not cast the weights in one kernel";
+    EXPECT_TRUE(torch::equal(copy, fc1.to(torch::kBFloat16))) << "step " << step;
+    torch::NoGradGuard no_grad;
+    for (auto& p : fused->parameters()) p.add_(torch::randn_like(p) * 0.05);
+    copy_weights(fused, plain);
   }
 }
 
