@@ -87,7 +87,8 @@ class VisionTransformerImpl : public torch::nn::Module {
   torch::Tensor forward_features(const torch::Tensor& images);  // -> [B, N, D] after the final norm
 
   const ModelConfig& config() const { return config_; }
-  // The bf16 copies the last forward under bf16 autocast made of every Linear's weight and bias.
+  // The bf16 copies of every Linear's weight and bias made by the last forward that used them
+  // (with model.fused_bias_grad, on a GPU under bf16 autocast, with gradients recorded).
   const WeightCasts& weight_casts() const { return *weight_casts_; }
 
  private:

@@ -4,8 +4,10 @@
 // small kernels per Linear (ViT-B/16: about 100 a step, each also a gap between the nodes of a
 // CUDA graph). Here one kernel casts all of them into one buffer at the start of the forward,
 // with the same rounding (to nearest even), and the fused linear takes its operands from there.
-// The copies are the ones backward reads too; the next forward overwrites them, so a graph kept
-// for backward across a weight update would read the new weights (the trainer never does that).
+// The copies are the ones backward reads too; the next forward overwrites them without autograd
+// knowing (no version bump), so a graph kept for backward across a weight update and another
+// forward would silently read the new weights. The trainer runs each forward's backward before
+// the next forward, as training loops do. One model's casts are for one thread at a time.
 #pragma once
 
 #include <torch/torch.h>
@@ -25,8 +27,9 @@ class WeightCasts {
   // Casts every tensor of `params` (fp32, contiguous, 16-byte aligned, on one GPU) into the bf16
   // buffer with one kernel. The layout is built on the first call, and again when the tensors or
   // their addresses change, which cannot happen inside a CUDA graph capture. Returns false where
-  // the copies cannot serve (a CPU build, a tensor that does not qualify, a new layout during a
-  // capture); nothing is cast then and find() finds nothing.
+  // the copies cannot serve (a CPU build, tensors on the CPU, a tensor that does not qualify, a
+  // new layout during a capture; the last two are logged once); nothing is cast then, and find()
+  // finds nothing until a refresh succeeds.
   bool refresh(const std::vector<torch::Tensor>& params);
 
   // p's bf16 copy from the last successful refresh(): p one of its tensors, or a view of one with
@@ -40,7 +43,7 @@ class WeightCasts {
 };
 
 // While alive, fused_linear on this thread takes its bf16 weight and bias from `casts` where it
-// holds them (null: no effect). Nests.
+// holds them; null: from nowhere (each Linear casts its own), also inside an outer guard. Nests.
 class UseWeightCasts {
  public:
   explicit UseWeightCasts(const WeightCasts* casts);

@@ -3,10 +3,12 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include <cstring>
+#include <mutex>
 #include <unordered_map>
 #include <utility>
 
 #include "core/errors.h"
+#include "core/log.h"
 #include "model/cast_kernels.h"
 #include "model/weight_casts.h"
 
@@ -34,6 +36,8 @@ struct WeightCasts::State {
   int64_t num_segments = 0, num_blocks = 0;
   bool valid = false;
 
+  // The tensors the layout was built for, at the same addresses; while valid, still fp32,
+  // contiguous and on the same device (so the kernel reads what it was built to read).
   bool same_layout(const std::vector<torch::Tensor>& params) const {
     if (params.size() != keys.size()) return false;
     for (size_t i = 0; i < params.size(); ++i) {
@@ -41,21 +45,32 @@ struct WeightCasts::State {
                                                                                   params[i].numel())) {
         return false;
       }
+      if (valid && !qualifies(params[i], flat.device())) return false;
     }
     return true;
   }
 
-  void build(const std::vector<torch::Tensor>& params) {
+  void reset() {
     valid = false;
     keys.clear();
     where.clear();
     flat = tables = torch::Tensor();
-    for (const auto& p : params) keys.emplace_back(p.defined() ? p.data_ptr() : nullptr, p.defined() ? p.numel() : 0);
-    if (params.empty()) return;
+  }
+
+  // Returns false where a tensor does not qualify; the keys then remember the set, so that it is
+  // not tried again every forward.
+  bool build(const std::vector<torch::Tensor>& params) {
+    reset();
+    std::vector<std::pair<const void*, int64_t>> built;
+    for (const auto& p : params) built.emplace_back(p.defined() ? p.data_ptr() : nullptr, p.defined() ? p.numel() : 0);
     const auto device = params[0].device();
     int64_t total = 0;
     for (const auto& p : params) {
-      if (!qualifies(p, device)) return;
+      if (!qualifies(p, device)) {
+        where.clear();
+        keys = std::move(built);
+        return false;
+      }
       if (where.count(p.data_ptr())) continue;  // the same tensor twice: one copy
       where[p.data_ptr()] = {total, p.numel()};
       total += (p.numel() + 7) / 8 * 8;
@@ -71,14 +86,19 @@ struct WeightCasts::State {
     }
     num_segments = static_cast<int64_t>(segments.size());
     num_blocks = static_cast<int64_t>(blocks.size());
-    if (num_blocks == 0) return;
+    if (num_blocks == 0) {  // nothing to cast
+      keys = std::move(built);
+      return false;
+    }
     static_assert(sizeof(kernels::CastSegment) == 3 * sizeof(int64_t) && sizeof(kernels::CastBlock) == 2 * sizeof(int64_t),
                   "the tables are packed as int64 words");
     auto host = torch::empty({3 * num_segments + 2 * num_blocks}, torch::kInt64);
     std::memcpy(host.data_ptr(), segments.data(), segments.size() * sizeof(kernels::CastSegment));
     std::memcpy(host.data_ptr<int64_t>() + 3 * num_segments, blocks.data(), blocks.size() * sizeof(kernels::CastBlock));
     tables = host.to(device);
+    keys = std::move(built);  // only now: after a failed allocation above the set is tried again
     valid = true;
+    return true;
   }
 };
 
@@ -87,16 +107,29 @@ WeightCasts::~WeightCasts() = default;
 
 bool WeightCasts::refresh(const std::vector<torch::Tensor>& params) {
   auto& s = *state_;
-  if (params.empty() || !params[0].defined() || !params[0].is_cuda()) return false;
+  if (params.empty() || !params[0].defined() || !params[0].is_cuda()) {
+    s.reset();  // e.g. the model moved to the CPU: no copies kept on the GPU
+    return false;
+  }
   c10::cuda::CUDAGuard guard(params[0].device());
   const auto stream = at::cuda::getCurrentCUDAStream();
   if (!s.same_layout(params)) {
     if (capturing(stream)) {  // no host-to-device copy inside a capture: the Linears cast their own
-      s.valid = false;
-      s.keys.clear();
+      s.reset();
+      static std::once_flag told;
+      std::call_once(told, [] {
+        log_warn("weight casts: the Linears' weights changed during a CUDA graph capture; the captured step casts "
+                 "each one separately (the same values, a little slower)");
+      });
       return false;
     }
-    s.build(params);
+    if (!s.build(params)) {
+      static std::once_flag told;
+      std::call_once(told, [] {
+        log_warn("weight casts: a Linear weight or bias is not a contiguous, 16-byte aligned fp32 tensor on one GPU; "
+                 "each Linear casts its own (the same values, a little slower)");
+      });
+    }
   }
   if (!s.valid) return false;
   const auto* words = s.tables.data_ptr<int64_t>();

@@ -362,6 +362,38 @@ TEST(WeightCasts, MatchToBf16AndFollowUpdates) {
   EXPECT_FALSE(other.find(params[0]).defined());
 }
 
+// fused_linear takes its bf16 weight from the casts in use (a copy zeroed on purpose shows it),
+// and its own cast without them or under a null guard.
+TEST(WeightCasts, FusedLinearTakesTheCopies) {
+  REQUIRE_FUSED_GPU();
+  torch::manual_seed(9);
+  const auto f32 = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat32);
+  auto weight = torch::randn({16, 32}, f32).requires_grad_(true);
+  auto bias = torch::randn({16}, f32).requires_grad_(true);
+  auto x = torch::randn({4, 32}, f32).to(torch::kBFloat16);
+  WeightCasts casts;
+  ASSERT_TRUE(casts.refresh({weight, bias}));
+  casts.find(weight).zero_();
+  at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+  at::autocast::set_autocast_enabled(at::kCUDA, true);
+  torch::Tensor with_copies, inner_null, own;
+  {
+    UseWeightCasts use(&casts);
+    with_copies = fused_linear(x, weight, bias);
+    {
+      UseWeightCasts none(nullptr);
+      inner_null = fused_linear(x, weight, bias);
+    }
+  }
+  own = fused_linear(x, weight, bias);
+  at::autocast::set_autocast_enabled(at::kCUDA, false);
+  at::autocast::clear_cache();
+  EXPECT_TRUE(torch::equal(with_copies, bias.detach().to(torch::kBFloat16).expand({4, 16})))
+      << "x times the zeroed copy, plus the bias";
+  EXPECT_TRUE(torch::equal(own, at::linear(x, weight.detach().to(torch::kBFloat16), bias.detach().to(torch::kBFloat16))));
+  EXPECT_TRUE(torch::equal(inner_null, own)) << "a null guard inside";
+}
+
 // The model's forward takes its bf16 weights from the one-kernel casts: after each in-place
 // update it gives the output of the model that casts per Linear (fused_bias_grad = false).
 TEST(WeightCasts, ModelForwardSeesUpdatedWeights) {
