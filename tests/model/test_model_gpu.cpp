@@ -395,7 +395,8 @@ TEST(WeightCasts, FusedLinearTakesTheCopies) {
 }
 
 // The model's forward takes its bf16 weights from the one-kernel casts: after each in-place
-// update it gives the output of the model that casts per Linear (fused_bias_grad = false).
+// update, and after a move away from the GPU and back, it gives the output of
+// the model that casts per Linear (fused_bias_grad = false).
 TEST(WeightCasts, ModelForwardSeesUpdatedWeights) {
   REQUIRE_FUSED_GPU();
   torch::manual_seed(8);
@@ -422,6 +423,10 @@ TEST(WeightCasts, ModelForwardSeesUpdatedWeights) {
     torch::NoGradGuard no_grad;
     for (auto& p : fused->parameters()) p.add_(torch::randn_like(p) * 0.05);
     copy_weights(fused, plain);
+    if (step == 1) {  // every parameter reallocated (perhaps at its old address): the casts must follow
+      fused->to(torch::kCPU);
+      fused->to(torch::kCUDA);
+    }
   }
 }
 
