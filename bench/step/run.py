@@ -57,7 +57,8 @@ def vitrain(binary, shape, gpus, extra, graph=False, log_dir=None):
     dry = sh([binary, "--config", str(config), "--dry-run"])
     flops = float(re.search(r"training FLOPs per image \(3x forward\): ([0-9.e+]+)", dry.stdout).group(1))
     if gpus > 1:
-        args = ["mpirun", "--allow-run-as-root", "-np", str(gpus), "--bind-to", "none", "-x", "NCCL_NVLS_ENABLE"] + args
+        nccl_env = sum((["-x", k] for k in sorted(os.environ) if k.startswith("NCCL_")), [])  # every rank's NCCL
+        args = ["mpirun", "--allow-run-as-root", "-np", str(gpus), "--bind-to", "none"] + nccl_env + args
     proc = sh(args)
     if log_dir and proc is not None:  # vit-train's own log: start-up, GEMM tuning, progress (sh shows a failure's)
         Path(log_dir).mkdir(parents=True, exist_ok=True)
