@@ -1,4 +1,4 @@
-"""bench/step/scaling_table.py against efficiencies and ratios computed by hand."""
+"""bench/step/scaling_table.py and trace_breakdown.py against efficiencies, ratios and times computed by hand."""
 import importlib.util
 import json
 from pathlib import Path
@@ -32,3 +32,38 @@ def test_missing_runs_leave_cells_empty():
     lines = scaling_table.table(rows).splitlines()
     assert lines[2] == "| s | 1 | 1,000 |  |  |  |  |  |"
     assert lines[3] == "| s | 2 | 1,900 |  |  |  | 95.0% |  |"
+
+
+trace_spec = importlib.util.spec_from_file_location("trace_breakdown", ROOT / "bench/step/trace_breakdown.py")
+trace_breakdown = importlib.util.module_from_spec(trace_spec)
+trace_spec.loader.exec_module(trace_breakdown)
+
+
+def kernel(name, ts, dur):
+    return {"ph": "X", "cat": "kernel", "name": name, "ts": ts, "dur": dur}
+
+
+def test_trace_breakdown_by_hand(tmp_path):
+    # One step (steps=1): gemm 0-100 us, NCCL 50-130 us (30 us of it after the gemm), gelu 140-160,
+    # a CPU op that must not count.
+    events = [kernel("gemm", 0, 100), kernel("ncclDevKernel_AllReduce", 50, 80), kernel("gelu", 140, 20),
+              {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "ts": 0, "dur": 500}]
+    path = tmp_path / "profile_rank0.json"
+    path.write_text(json.dumps({"traceEvents": events}))
+    figures, by_name = trace_breakdown.breakdown(str(path), steps=1)
+    assert figures["kernels"] == 3
+    assert abs(figures["span"] - 0.160) < 1e-9  # 0 .. 160 us
+    assert abs(figures["busy"] - 0.150) < 1e-9  # 0 .. 130 and 140 .. 160
+    assert abs(figures["compute"] - 0.120) < 1e-9
+    assert abs(figures["nccl"] - 0.080) < 1e-9
+    assert abs(figures["nccl_alone"] - 0.030) < 1e-9  # 100 .. 130
+    assert by_name == {"gemm": 0.1, "gelu": 0.02}
+
+
+def test_trace_comparison_lists_slower_kernels(tmp_path):
+    one, four = tmp_path / "one.json", tmp_path / "four.json"
+    one.write_text(json.dumps({"traceEvents": [kernel("gemm", 0, 100), kernel("gelu", 100, 50)]}))
+    four.write_text(json.dumps({"traceEvents": [kernel("gemm", 0, 150), kernel("gelu", 150, 50),
+                                                kernel("ncclKernel", 0, 200)]}))
+    text = trace_breakdown.report([str(one), str(four)], top=1)
+    assert "+0.010  0.020 -> 0.030  gemm" in text  # 150 - 100 us over 5 steps
