@@ -6,6 +6,10 @@ Per shape and GPU count: vitrain with and without the CUDA graph, PyTorch DDP (e
 torchrun), vitrain / DDP (vitrain's faster variant), and the weak-scaling efficiencies:
 img/s on N GPUs / (N x img/s on one GPU), vitrain's faster variant against its faster one-GPU
 variant, DDP against PyTorch eager on one GPU. All inputs should come from one machine.
+
+The one-GPU runs use GPU 0, and the GPUs of one host differ by a few percent (docs/benchmarks.md).
+With --solo (run.py --json outputs of vitrain alone on GPU 0, 1, ... in that order, as
+scaling.sh writes them), one more column: img/s on N GPUs / the sum of GPUs 0..N-1 alone.
 """
 import argparse
 import json
@@ -23,12 +27,19 @@ def load(paths):
     return results
 
 
-def table(results):
+def best_vitrain(results, shape):
+    """vitrain's faster variant (with or without the graph) for one shape, or None."""
+    rates = [r["img_per_s"] for r in results if r["shape"] == shape and r["impl"].startswith("vitrain")]
+    return max(rates, default=None)
+
+
+def table(results, solo=None):
+    """solo: per GPU (index order), run.py results of vitrain alone on that GPU."""
     by_key = {(r["shape"], r["gpus"], r["impl"]): r["img_per_s"] for r in results}
     shapes = list(dict.fromkeys(r["shape"] for r in results))
     rows = ["| shape | GPUs | vitrain + graph | vitrain, no graph | PyTorch DDP (eager) | vitrain / DDP | "
-            "efficiency vitrain | efficiency DDP |",
-            "|---|---|---|---|---|---|---|---|"]
+            "efficiency vitrain | efficiency DDP |" + (" efficiency vitrain, against each GPU alone |" if solo else ""),
+            "|---|---|---|---|---|---|---|---|" + ("---|" if solo else "")]
 
     def fmt(x, spec):
         return format(x, spec) if x is not None else ""
@@ -46,17 +57,33 @@ def table(results):
             eff_mine = mine / (gpus * base_mine) if mine and base_mine and gpus > 1 else None
             eff_torch = torch / (gpus * base_torch) if torch and base_torch and gpus > 1 else None
             ratio = mine / torch if mine and torch else None
-            rows.append(f"| {shape} | {gpus} | {fmt(graph, ',.0f')} | {fmt(eager, ',.0f')} | {fmt(torch, ',.0f')} | "
-                        f"{fmt(ratio, '.2f')}{'x' if ratio else ''} | "
-                        f"{fmt(eff_mine and 100 * eff_mine, '.1f')}{'%' if eff_mine else ''} | "
-                        f"{fmt(eff_torch and 100 * eff_torch, '.1f')}{'%' if eff_torch else ''} |")
+            row = (f"| {shape} | {gpus} | {fmt(graph, ',.0f')} | {fmt(eager, ',.0f')} | {fmt(torch, ',.0f')} | "
+                   f"{fmt(ratio, '.2f')}{'x' if ratio else ''} | "
+                   f"{fmt(eff_mine and 100 * eff_mine, '.1f')}{'%' if eff_mine else ''} | "
+                   f"{fmt(eff_torch and 100 * eff_torch, '.1f')}{'%' if eff_torch else ''} |")
+            if solo:
+                alone = [best_vitrain(per_gpu, shape) for per_gpu in solo[:gpus]]
+                eff_alone = None
+                if mine and gpus > 1 and len(alone) == gpus and None not in alone:
+                    eff_alone = mine / sum(alone)
+                row += f" {fmt(eff_alone and 100 * eff_alone, '.1f')}{'%' if eff_alone else ''} |"
+            rows.append(row)
     return "\n".join(rows)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("json", nargs="+", help="bench/step/run.py --json outputs (one per GPU count)")
-    print(table(load(p.parse_args().json)))
+    p.add_argument("--solo", nargs="+", default=[],
+                   help="run.py --json outputs of vitrain alone on GPU 0, 1, ... (in that order)")
+    a = p.parse_args()
+    solo = []
+    for path in a.solo:
+        if not Path(path).is_file():  # a missing GPU leaves the column empty from there on
+            print(f"scaling_table: {path} is missing; the per-GPU column stops before it", file=sys.stderr)
+            break
+        solo.append(json.loads(Path(path).read_text()))
+    print(table(load(a.json), solo))
 
 
 if __name__ == "__main__":

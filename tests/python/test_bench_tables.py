@@ -27,6 +27,23 @@ def test_efficiency_and_ratio_by_hand(tmp_path):
     assert lines[3] == "| s | 4 | 3,800 | 3,700 | 3,040 | 1.25x | 95.0% | 95.0% |"
 
 
+def test_efficiency_against_each_gpu_alone_by_hand():
+    rows = [result("vitrain-cudagraph", 1, 1000.0), result("vitrain-nccl-cudagraph", 2, 1900.0),
+            result("vitrain-nccl", 4, 3600.0), result("vitrain-nccl-cudagraph", 4, 3700.0)]
+    # Alone: GPU 0 1000 (graph; 950 without), GPU 1 980, GPU 2 960, GPU 3 1160.
+    solo = [[result("vitrain", 1, 950.0), result("vitrain-cudagraph", 1, 1000.0)],
+            [result("vitrain-cudagraph", 1, 980.0)], [result("vitrain-cudagraph", 1, 960.0)],
+            [result("vitrain-cudagraph", 1, 1160.0)]]
+    lines = scaling_table.table(rows, solo).splitlines()
+    assert lines[0].endswith("| efficiency vitrain, against each GPU alone |")
+    assert lines[2] == "| s | 1 | 1,000 |  |  |  |  |  |  |"
+    # 1900 / (1000 + 980) = 96.0%; 3700 / (1000 + 980 + 960 + 1160) = 90.2% (against GPU 0: 92.5%).
+    assert lines[3] == "| s | 2 | 1,900 |  |  |  | 95.0% |  | 96.0% |"
+    assert lines[4] == "| s | 4 | 3,700 | 3,600 |  |  | 92.5% |  | 90.2% |"
+    # Fewer solo files than GPUs: that row's cell stays empty.
+    assert scaling_table.table(rows, solo[:2]).splitlines()[4].endswith("| 92.5% |  |  |")
+
+
 def test_missing_runs_leave_cells_empty():
     rows = [result("vitrain-cudagraph", 1, 1000.0), result("vitrain-nccl-cudagraph", 2, 1900.0)]
     lines = scaling_table.table(rows).splitlines()
