@@ -13,14 +13,17 @@ gpus_list=${1:-"1 2 4"}
 shapes=${2:-c32_w512,vit_b16}
 out=${3:-runs/bench}
 mkdir -p "$out"
+rm -f "$out"/scaling_*.json "$out"/solo_gpu*.json  # a failed run must not leave an old result in the table
 export NCCL_NVLS_ENABLE=0
 for g in $gpus_list; do
   python3 bench/step/run.py --gpus "$g" --shapes "$shapes" --modes eager --graph "${GRAPH:-auto}" --json "$out/scaling_$g.json"
 done
-g=$(echo $gpus_list | awk '{print $NF}')
-echo "== vitrain alone on each of GPUs 0..$((g - 1)), all at once"
+g=$(printf '%s\n' $gpus_list | sort -n | tail -1)  # the largest count
+# Rank i of an N-GPU run uses the i-th visible GPU: so does solo run i (CUDA_VISIBLE_DEVICES honoured).
+IFS=, read -ra visible <<< "${CUDA_VISIBLE_DEVICES:-}"
+echo "== vitrain alone on each of the $g GPUs, all at once"
 for ((i = 0; i < g; i++)); do
-  CUDA_VISIBLE_DEVICES=$i python3 bench/step/run.py --gpus 1 --shapes "$shapes" --modes none --graph "${GRAPH:-auto}" \
+  CUDA_VISIBLE_DEVICES=${visible[i]:-$i} python3 bench/step/run.py --gpus 1 --shapes "$shapes" --modes none --graph "${GRAPH:-auto}" \
     --json "$out/solo_gpu$i.json" > "$out/solo_gpu$i.md" 2>&1 &
 done
 wait

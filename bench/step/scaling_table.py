@@ -9,7 +9,8 @@ variant, DDP against PyTorch eager on one GPU. All inputs should come from one m
 
 The one-GPU runs use GPU 0, and the GPUs of one host differ by a few percent (docs/benchmarks.md).
 With --solo (run.py --json outputs of vitrain alone on GPU 0, 1, ... in that order, as
-scaling.sh writes them), one more column: img/s on N GPUs / the sum of GPUs 0..N-1 alone.
+scaling.sh writes them; give it after the per-count files), one more column: img/s on N GPUs /
+the sum of GPUs 0..N-1 alone (empty where a GPU's file is missing).
 """
 import argparse
 import json
@@ -17,14 +18,20 @@ import sys
 from pathlib import Path
 
 
+def read(path):
+    """A run.py --json file's results, or None (said on stderr) where it is missing or unreadable."""
+    if not Path(path).is_file():  # that run failed (run.py said why)
+        print(f"scaling_table: {path} is missing; its figures are left out", file=sys.stderr)
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except ValueError as e:
+        print(f"scaling_table: {path} is not run.py's JSON ({e}); its figures are left out", file=sys.stderr)
+        return None
+
+
 def load(paths):
-    results = []
-    for path in paths:
-        if not Path(path).is_file():  # that GPU count's run failed (run.py said why)
-            print(f"scaling_table: {path} is missing; its rows are left out", file=sys.stderr)
-            continue
-        results += json.loads(Path(path).read_text())
-    return results
+    return [r for path in paths for r in (read(path) or [])]
 
 
 def best_vitrain(results, shape):
@@ -77,12 +84,7 @@ def main():
     p.add_argument("--solo", nargs="+", default=[],
                    help="run.py --json outputs of vitrain alone on GPU 0, 1, ... (in that order)")
     a = p.parse_args()
-    solo = []
-    for path in a.solo:
-        if not Path(path).is_file():  # a missing GPU leaves the column empty from there on
-            print(f"scaling_table: {path} is missing; the per-GPU column stops before it", file=sys.stderr)
-            break
-        solo.append(json.loads(Path(path).read_text()))
+    solo = [read(path) or [] for path in a.solo]  # a missing GPU: no rate, so no sum over it
     print(table(load(a.json), solo))
 
 

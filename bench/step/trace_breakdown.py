@@ -2,9 +2,11 @@
 """Where a step's GPU time goes, from vit-train's Kineto traces (logging.profile_step writes
 run.dir/profile_rank<r>.json, 5 profiled steps): per step, the kernels' wall span, the time the
 GPU ran any kernel (busy), compute kernels (everything but NCCL), NCCL kernels, and NCCL time not
-overlapped by compute (the all-reduce tail). With several traces, the compute kernels that take
-longer than in the first one: run it on a one-GPU trace and then each rank of a multi-GPU run to
-see what the all-reduces cost the backward pass that overlaps them.
+overlapped by compute (the all-reduce tail). With several traces, each against the first: the net
+change in compute time and the compute kernels (by name) that gained and lost the most. Run it
+on a one-GPU trace and then each rank of a multi-GPU run to see what the all-reduces cost the
+backward pass that overlaps them. Per-step figures divide by --steps; a trace window need not
+hold whole steps, so they are averages.
 
   python3 bench/step/trace_breakdown.py runs/one/profile_rank0.json runs/four/profile_rank*.json
 """
@@ -16,7 +18,12 @@ STEPS = 5  # StepProfiler::kSteps
 
 
 def kernels(path):
-    events = json.load(open(path))["traceEvents"]
+    try:
+        with open(path) as f:
+            events = json.load(f)["traceEvents"]
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"trace_breakdown: {path}: not a readable Chrome trace ({e}); "
+                         "vit-train writes run.dir/profile_rank<r>.json with logging.profile_step") from e
     return sorted((e for e in events if e.get("cat") == "kernel" and e.get("ph") == "X"), key=lambda e: e["ts"])
 
 
@@ -62,19 +69,21 @@ def breakdown(path, steps=STEPS):
     return figures, by_name
 
 
-def report(paths, top=10):
+def report(paths, top=10, steps=STEPS):
     lines = ["| trace | kernels | span ms | GPU busy ms | compute ms | NCCL ms | NCCL alone ms |",
              "|---|---|---|---|---|---|---|"]
-    results = [breakdown(p) for p in paths]
+    results = [breakdown(p, steps) for p in paths]
     for path, (f, _) in zip(paths, results):
         lines.append(f"| {path} | {f['kernels']:.0f} | {f['span']:.2f} | {f['busy']:.2f} | {f['compute']:.2f} | "
                      f"{f['nccl']:.2f} | {f['nccl_alone']:.2f} |")
-    base = results[0][1]
-    for path, (_, by_name) in zip(paths[1:], results[1:]):
-        lines.append(f"\ncompute kernels of {path} against {paths[0]} (ms per step):")
+    base_figures, base = results[0]
+    for path, (figures, by_name) in zip(paths[1:], results[1:]):
+        lines.append(f"\ncompute kernels of {path} against {paths[0]}: "
+                     f"{figures['compute'] - base_figures['compute']:+.3f} ms per step in all; by name:")
         names = set(base) | set(by_name)
         diffs = sorted(((by_name[n] - base[n], n) for n in names), reverse=True)
-        for d, n in diffs[:top]:
+        shown = diffs[:top] + [d for d in diffs[::-1][:top] if d[0] < 0 and d not in diffs[:top]]
+        for d, n in shown:  # the largest gains, then the largest losses (a renamed kernel shows as both)
             lines.append(f"  {d:+.3f}  {base[n]:.3f} -> {by_name[n]:.3f}  {n[:90]}")
     return "\n".join(lines)
 
@@ -82,9 +91,10 @@ def report(paths, top=10):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("traces", nargs="+", help="profile_rank<r>.json files; the first is the baseline")
-    p.add_argument("--top", type=int, default=10, help="kernels listed per comparison")
+    p.add_argument("--top", type=int, default=10, help="kernels listed each way per comparison")
+    p.add_argument("--steps", type=int, default=STEPS, help="steps in each trace (vit-train profiles 5)")
     a = p.parse_args()
-    print(report(a.traces, a.top))
+    print(report(a.traces, a.top, a.steps))
 
 
 if __name__ == "__main__":
