@@ -33,4 +33,12 @@ bool fused_linear_applies(const torch::Tensor& x, const torch::Tensor& weight, c
 torch::Tensor fused_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
                            bool bias_grad = true);
 
+// Process-wide (train.gemm_autotune; on by default): the first weight-gradient GEMM of each shape
+// outside a CUDA graph capture times up to 8 algorithms cuBLASLt's heuristic offers and, without
+// the bias gradient, ATen's own mm with fp32 output (cuBLAS's choice of kernel), and keeps the
+// fastest (only if 3% faster than the heuristic's first choice), as cuDNN's benchmark mode does
+// for convolutions. Each choice is logged. It can differ between runs, and so can the last bits
+// of the weight gradients; off: always the heuristic's first choice. Set before training starts.
+void set_gemm_autotune(bool on);
+
 }  // namespace vit::model

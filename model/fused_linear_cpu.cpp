@@ -4,6 +4,8 @@
 
 namespace vit::model {
 
+void set_gemm_autotune(bool) {}
+
 bool fused_linear_applies(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) { return false; }
 
 torch::Tensor fused_linear(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&, bool) {

@@ -1,16 +1,26 @@
 // The fused linear backward (see fused_linear.h): one cuBLASLt GEMM with the BGRADB epilogue
 // gives the weight gradient and the bias gradient, both fp32 (without the epilogue where another
-// kernel computes the bias gradient).
+// kernel computes the bias gradient). With autotuning on, the first call of each GEMM shape
+// outside a CUDA graph capture times the candidates cuBLASLt's heuristic offers and keeps the
+// fastest.
 #include <ATen/autocast_mode.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <cublasLt.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <functional>
+#include <iomanip>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <sstream>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include "core/errors.h"
 #include "core/log.h"
@@ -34,15 +44,31 @@ uint32_t alignment(const void* p) {  // the largest power of two dividing the ad
   return a;
 }
 
-// One weight-gradient GEMM shape: descriptors and the algorithm cuBLASLt's heuristic chose.
+std::atomic<bool> autotune_on{true};
+
+// Candidates the heuristic is asked for, timed runs of each, and how much faster than the
+// heuristic's first choice another must be to replace it (keeps the choice stable where two are
+// about as fast, the timing being noisy).
+constexpr int kCandidates = 8;
+constexpr int kTimedRuns = 10;
+constexpr float kMinGain = 0.03f;
+
+// One weight-gradient GEMM shape: descriptors, the algorithms cuBLASLt's heuristic offers (its
+// first choice first) and, once tuned, the fastest of them.
 // In cuBLAS's column-major terms, with x [M, in] and grad_y [M, out] row-major:
 //   D (in x out, = grad_W [out, in] row-major) = A (x as in x M) * op_T(B) (grad_y as out x M),
 // k = M, and BGRADB reduces B over k: grad_b[o] = sum over rows of grad_y (with_bias only).
 struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
-  cublasLtMatmulAlgo_t algo{};
-  bool found = false;  // false: no algorithm for this shape, the unfused ops serve
+  std::vector<cublasLtMatmulAlgo_t> candidates;  // empty: no algorithm for this shape, the unfused ops serve
+  int tuned = -1;  // index into candidates once timed; candidates.size(): ATen's mm (cuBLAS's own choice)
+  std::string report;                            // the timing, for the log
+  bool found() const { return !candidates.empty(); }
+  bool aten_tuned() const { return tuned == static_cast<int>(candidates.size()); }
+  const cublasLtMatmulAlgo_t& algo(bool autotune) const {
+    return candidates[autotune && tuned >= 0 && !aten_tuned() ? tuned : 0];
+  }
 
   Plan(int64_t rows, int64_t in, int64_t out, uint32_t align_x, uint32_t align_grad, size_t workspace, bool with_bias) {
     try {
@@ -86,13 +112,15 @@ struct Plan {
                                          sizeof(align_grad));
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_out, sizeof(align_out));
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_out, sizeof(align_out));
-    cublasLtMatmulHeuristicResult_t result{};
+    cublasLtMatmulHeuristicResult_t results[kCandidates] = {};
     int returned = 0;
     const auto status = cublasLtMatmulAlgoGetHeuristic(at::cuda::getCurrentCUDABlasLtHandle(), desc, a, b, d, d, pref,
-                                                       1, &result, &returned);
+                                                       kCandidates, results, &returned);
     cublasLtMatmulPreferenceDestroy(pref);
-    found = status == CUBLAS_STATUS_SUCCESS && returned > 0;
-    if (found) algo = result.algo;
+    if (status != CUBLAS_STATUS_SUCCESS) return;
+    for (int i = 0; i < returned; ++i) {
+      if (results[i].state == CUBLAS_STATUS_SUCCESS) candidates.push_back(results[i].algo);
+    }
   }
   void release() {
     if (d) cublasLtMatrixLayoutDestroy(d);
@@ -103,6 +131,49 @@ struct Plan {
     desc = nullptr;
   }
 };
+
+bool capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &status));
+  return status != cudaStreamCaptureStatusNone;
+}
+
+// Times each candidate on the real operands (the call that follows overwrites the outputs) and
+// keeps the fastest if it beats the heuristic's first choice by kMinGain; a candidate that fails
+// to launch is skipped. aten (if given) is one more candidate after cuBLASLt's: ATen's own mm
+// with fp32 output, i.e. the kernel cuBLAS's heuristic picks (for w512's 512 x 512 projection,
+// about 31 us against 61 us for every cuBLASLt candidate; docs/benchmarks.md). Waits for the
+// stream: once per shape, outside a capture.
+template <typename Matmul>
+void tune(Plan& plan, const Matmul& matmul, const std::function<cublasStatus_t()>& aten,
+          const at::cuda::CUDAStream& stream) {
+  at::cuda::CUDAEvent start(cudaEventDefault), stop(cudaEventDefault);
+  auto time = [&](const auto& run) {  // ms per run, or -1 where a launch fails
+    if (run() != CUBLAS_STATUS_SUCCESS) return -1.f;  // also the warm-up run
+    start.record(stream);
+    bool ok = true;
+    for (int r = 0; r < kTimedRuns && ok; ++r) ok = run() == CUBLAS_STATUS_SUCCESS;
+    stop.record(stream);
+    stop.synchronize();
+    return ok ? start.elapsed_time(stop) / kTimedRuns : -1.f;
+  };
+  std::vector<float> ms;
+  for (const auto& candidate : plan.candidates) ms.push_back(time([&] { return matmul(candidate); }));
+  if (aten) ms.push_back(time(aten));
+  int best = 0;
+  for (size_t i = 1; i < ms.size(); ++i) {
+    if (ms[i] >= 0 && (ms[best] < 0 || ms[i] < ms[best])) best = static_cast<int>(i);
+  }
+  const bool keep_first = ms[0] >= 0 && ms[best] > ms[0] * (1.f - kMinGain);
+  plan.tuned = keep_first ? 0 : best;
+  std::ostringstream report;
+  report << std::fixed << std::setprecision(3) << "candidate " << plan.tuned + 1 << " of " << ms.size()
+         << (plan.aten_tuned() ? " (ATen's mm)" : "") << ", " << ms[plan.tuned] << " ms (the heuristic's first: " << ms[0]
+         << " ms";
+  if (aten) report << ", ATen's mm: " << ms.back() << " ms";
+  report << ")";
+  plan.report = report.str();
+}
 
 // (device, rows, in, out, alignment of x, alignment of grad_y, workspace bytes, with bias)
 using PlanKey = std::tuple<int, int64_t, int64_t, int64_t, uint32_t, uint32_t, size_t, bool>;
@@ -126,7 +197,7 @@ std::pair<torch::Tensor, torch::Tensor> weight_bias_grads(const torch::Tensor& x
   std::lock_guard<std::mutex> lock(mutex);  // the bias pointer is set on the shared descriptor
   auto& plan = (*plans)[key];
   if (!plan) plan = std::make_unique<Plan>(rows, in, out, std::get<4>(key), std::get<5>(key), workspace, with_bias);
-  if (!plan->found) {  // the same values from two ATen calls
+  if (!plan->found()) {  // the same values from two ATen calls
     static std::once_flag told;
     std::call_once(told, [&] {
       log_warn("fused linear: cuBLASLt has no weight-gradient GEMM for ", rows, " x ", in, " -> ", out,
@@ -140,12 +211,32 @@ std::pair<torch::Tensor, torch::Tensor> weight_bias_grads(const torch::Tensor& x
     check_lt(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
              "bias pointer");
   }
-  const float alpha = 1.f, beta = 0.f;
-  check_lt(cublasLtMatmul(at::cuda::getCurrentCUDABlasLtHandle(), plan->desc, &alpha, x2.data_ptr(), plan->a,
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  auto matmul = [&](const cublasLtMatmulAlgo_t& algo) {
+    const float alpha = 1.f, beta = 0.f;
+    return cublasLtMatmul(at::cuda::getCurrentCUDABlasLtHandle(), plan->desc, &alpha, x2.data_ptr(), plan->a,
                           g2.data_ptr(), plan->b, &beta, grad_w.data_ptr(), plan->d, grad_w.data_ptr(), plan->d,
-                          &plan->algo, at::cuda::getCUDABlasLtWorkspace(), workspace,
-                          at::cuda::getCurrentCUDAStream()),
-           "matmul");
+                          &algo, at::cuda::getCUDABlasLtWorkspace(), workspace, stream);
+  };
+  // Without the bias gradient, ATen's mm (what autocast's linear runs, fp32 out) is a candidate too.
+  std::function<cublasStatus_t()> aten;
+  if (!with_bias) {
+    aten = [&] {
+      at::mm_out(grad_w, g2.t(), x2, torch::kFloat32);
+      return CUBLAS_STATUS_SUCCESS;
+    };
+  }
+  const bool autotune = autotune_on.load();
+  if (autotune && plan->tuned < 0 && !capturing(stream)) {
+    tune(*plan, matmul, aten, stream);
+    log_info("fused linear: weight-gradient GEMM ", rows, " x ", in, " -> ", out,
+             with_bias ? " with bias gradient" : "", ": ", plan->report);
+  }
+  if (autotune && plan->aten_tuned()) {
+    aten();
+  } else {
+    check_lt(matmul(plan->algo(autotune)), "matmul");
+  }
   return {grad_w, grad_b};
 }
 
@@ -184,6 +275,8 @@ struct LinearFn : public torch::autograd::Function<LinearFn> {
 };
 
 }  // namespace
+
+void set_gemm_autotune(bool on) { autotune_on.store(on); }
 
 bool fused_linear_applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   return x.is_cuda() && torch::GradMode::is_enabled() && at::autocast::is_autocast_enabled(at::kCUDA) &&

@@ -107,7 +107,7 @@ std::vector<Field> schema(Config& c) {
       field("train.micro_batch_size", &t.micro_batch_size), field("train.global_batch_size", &t.global_batch_size),
       field("train.label_smoothing", &t.label_smoothing), field("train.precision", &t.precision),
       field("train.eval_every_steps", &t.eval_every_steps), field("train.cuda_graph", &t.cuda_graph),
-      field("train.attention", &t.attention),
+      field("train.attention", &t.attention), field("train.gemm_autotune", &t.gemm_autotune),
 
       field("distributed.backend", &x.backend), field("distributed.bucket_mb", &x.bucket_mb),
       field("distributed.compress_bf16", &x.compress_bf16), field("distributed.timeout_s", &x.timeout_s),

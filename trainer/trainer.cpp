@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "distributed/consistency.h"
+#include "model/fused_linear.h"
 #include "model/npz.h"
 #include "model/transfer.h"
 #include "trainer/device_stats.h"
@@ -88,7 +89,10 @@ Trainer::Trainer(const Config& config, const dist::LaunchInfo& launch) : config_
   bf16_ = config_.train.precision == "bf16" || (config_.train.precision == "auto" && device_.is_cuda());
   VIT_CHECK(!(bf16_ && device_.is_cpu()), ConfigError,
             "train.precision: bf16 autocast is for GPUs; use auto or fp32 on CPU");
-  if (device_.is_cuda()) model::set_attention_backend(config_.train.attention);
+  if (device_.is_cuda()) {
+    model::set_attention_backend(config_.train.attention);
+    model::set_gemm_autotune(config_.train.gemm_autotune);
+  }
   if (config_.train.cuda_graph) {
     VIT_CHECK(device_.is_cuda(), ConfigError, "train.cuda_graph: needs a GPU; this rank trains on ", device_.str(),
               "; set train.cuda_graph: false");

@@ -4,8 +4,10 @@
 // prints how much of the all-reduce time hides behind backward (overlap).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <iostream>
+#include <vector>
 
 #include "distributed/consistency.h"
 #include "distributed/grad_sync.h"
@@ -102,13 +104,20 @@ TEST(Nccl, OverlapOfAllreduceWithBackward) {
   std::vector<std::pair<std::string, torch::Tensor>> named;
   for (const auto& item : net->named_parameters()) named.emplace_back(item.key(), item.value());
   GradSync sync(named, comm, config);
+  // The median of 15 runs, each timed on its own: a rank's process shares the host with other
+  // work (another test on another GPU), and one slow run must not decide (an average of 10 did).
   auto time = [&](const std::function<void()>& fn) {
     for (int i = 0; i < 3; ++i) fn();
     torch::cuda::synchronize();
-    const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < 10; ++i) fn();
-    torch::cuda::synchronize();
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 10;
+    std::vector<double> runs;
+    for (int i = 0; i < 15; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      fn();
+      torch::cuda::synchronize();
+      runs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+    std::nth_element(runs.begin(), runs.begin() + 7, runs.end());
+    return runs[7];
   };
   const double comm_only = time([&] {
     std::vector<std::shared_ptr<Work>> works;
@@ -135,7 +144,9 @@ TEST(Nccl, OverlapOfAllreduceWithBackward) {
                 << " ms: " << hidden * 100 << "% of communication hidden (" << sync.num_buckets()
                 << " buckets)" << std::endl;
     }
-    EXPECT_LT(together, (backward_only + comm_only) * 1.25) << "batch " << rows;
+    EXPECT_LT(together, (backward_only + comm_only) * 1.25)
+        << "rank " << comm->rank() << ", batch " << rows << ": forward+backward " << backward_only * 1e3
+        << " ms, all-reduce " << comm_only * 1e3 << " ms, together " << together * 1e3 << " ms";
   }
 }
 
