@@ -35,10 +35,16 @@ torch::Tensor fused_linear(const torch::Tensor& x, const torch::Tensor& weight, 
 
 // Process-wide (train.gemm_autotune; on by default): the first weight-gradient GEMM of each shape
 // outside a CUDA graph capture times up to 8 algorithms cuBLASLt's heuristic offers and, without
-// the bias gradient, ATen's own mm with fp32 output (cuBLAS's choice of kernel), and keeps the
+// the bias gradient, ATen's own mm with fp32 output (by default cuBLAS's choice of kernel), and keeps the
 // fastest (only if 3% faster than the heuristic's first choice), as cuDNN's benchmark mode does
 // for convolutions. Each choice is logged. It can differ between runs, and so can the last bits
 // of the weight gradients; off: always the heuristic's first choice. Set before training starts.
 void set_gemm_autotune(bool on);
+
+// Tests only: every weight-gradient GEMM from now on runs candidate `choice` of its shape's
+// cuBLASLt list (the last where the list is shorter), or with kForceAtenMm ATen's mm where there
+// is no bias gradient (else the heuristic's first); -1: back to the normal choice.
+constexpr int kForceAtenMm = -2;
+void force_gemm_choice_for_tests(int choice);
 
 }  // namespace vit::model

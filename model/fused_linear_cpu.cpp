@@ -6,6 +6,8 @@ namespace vit::model {
 
 void set_gemm_autotune(bool) {}
 
+void force_gemm_choice_for_tests(int) {}
+
 bool fused_linear_applies(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) { return false; }
 
 torch::Tensor fused_linear(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&, bool) {

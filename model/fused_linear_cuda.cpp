@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <iomanip>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -45,12 +46,15 @@ uint32_t alignment(const void* p) {  // the largest power of two dividing the ad
 }
 
 std::atomic<bool> autotune_on{true};
+std::atomic<int> forced_choice{-1};  // tests: force_gemm_choice_for_tests
 
-// Candidates the heuristic is asked for, timed runs of each, and how much faster than the
-// heuristic's first choice another must be to replace it (keeps the choice stable where two are
-// about as fast, the timing being noisy).
+// Candidates the heuristic is asked for; rounds over all candidates and timed runs of each per
+// round (a candidate's time is its fastest round: rounds in turn spread drifting clocks and load
+// over all); how much faster than the heuristic's first choice another must be to replace it
+// (keeps the choice stable where two are about as fast, the timing being noisy).
 constexpr int kCandidates = 8;
-constexpr int kTimedRuns = 10;
+constexpr int kRounds = 3;
+constexpr int kRunsPerRound = 5;
 constexpr float kMinGain = 0.03f;
 
 // One weight-gradient GEMM shape: descriptors, the algorithms cuBLASLt's heuristic offers (its
@@ -61,9 +65,11 @@ constexpr float kMinGain = 0.03f;
 struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
-  std::vector<cublasLtMatmulAlgo_t> candidates;  // empty: no algorithm for this shape, the unfused ops serve
-  int tuned = -1;  // index into candidates once timed; candidates.size(): ATen's mm (cuBLAS's own choice)
-  std::string report;                            // the timing, for the log
+  // Empty: no algorithm for this shape (or none that ran), the unfused ops serve. Once timed, only
+  // those that ran stay, in the heuristic's order.
+  std::vector<cublasLtMatmulAlgo_t> candidates;
+  int tuned = -1;  // index into candidates once timed; candidates.size(): ATen's mm
+  std::string report;  // the timing, for the log
   bool found() const { return !candidates.empty(); }
   bool aten_tuned() const { return tuned == static_cast<int>(candidates.size()); }
   const cublasLtMatmulAlgo_t& algo(bool autotune) const {
@@ -139,38 +145,61 @@ bool capturing(cudaStream_t stream) {
 }
 
 // Times each candidate on the real operands (the call that follows overwrites the outputs) and
-// keeps the fastest if it beats the heuristic's first choice by kMinGain; a candidate that fails
-// to launch is skipped. aten (if given) is one more candidate after cuBLASLt's: ATen's own mm
-// with fp32 output, i.e. the kernel cuBLAS's heuristic picks (for w512's 512 x 512 projection,
-// about 31 us against 61 us for every cuBLASLt candidate; docs/benchmarks.md). Waits for the
-// stream: once per shape, outside a capture.
+// keeps the fastest if it beats the heuristic's first choice by kMinGain. A candidate that fails
+// to launch is dropped (with none left the unfused ops serve). aten (if given) is one more
+// candidate after cuBLASLt's: ATen's own mm with fp32 output, which by default runs the kernel
+// cuBLAS's heuristic picks (for w512's 512 x 512 projection about 31 us, against 61 us for every
+// cuBLASLt candidate; docs/benchmarks.md). Waits for the stream: once per shape, outside a capture.
 template <typename Matmul>
 void tune(Plan& plan, const Matmul& matmul, const std::function<cublasStatus_t()>& aten,
           const at::cuda::CUDAStream& stream) {
+  const size_t lt = plan.candidates.size(), n = lt + (aten ? 1 : 0);
+  auto run = [&](size_t i) { return i < lt ? matmul(plan.candidates[i]) : aten(); };
+  std::vector<float> ms(n, std::numeric_limits<float>::infinity());
+  std::vector<bool> ok(n, true);
+  for (size_t i = 0; i < n; ++i) ok[i] = run(i) == CUBLAS_STATUS_SUCCESS;  // warm-up
+  stream.synchronize();  // earlier work in the stream must not count against the first one timed
   at::cuda::CUDAEvent start(cudaEventDefault), stop(cudaEventDefault);
-  auto time = [&](const auto& run) {  // ms per run, or -1 where a launch fails
-    if (run() != CUBLAS_STATUS_SUCCESS) return -1.f;  // also the warm-up run
-    start.record(stream);
-    bool ok = true;
-    for (int r = 0; r < kTimedRuns && ok; ++r) ok = run() == CUBLAS_STATUS_SUCCESS;
-    stop.record(stream);
-    stop.synchronize();
-    return ok ? start.elapsed_time(stop) / kTimedRuns : -1.f;
-  };
-  std::vector<float> ms;
-  for (const auto& candidate : plan.candidates) ms.push_back(time([&] { return matmul(candidate); }));
-  if (aten) ms.push_back(time(aten));
-  int best = 0;
-  for (size_t i = 1; i < ms.size(); ++i) {
-    if (ms[i] >= 0 && (ms[best] < 0 || ms[i] < ms[best])) best = static_cast<int>(i);
+  for (int round = 0; round < kRounds; ++round) {
+    for (size_t i = 0; i < n; ++i) {
+      if (!ok[i]) continue;
+      start.record(stream);
+      for (int r = 0; r < kRunsPerRound && ok[i]; ++r) ok[i] = run(i) == CUBLAS_STATUS_SUCCESS;
+      stop.record(stream);
+      stop.synchronize();
+      if (ok[i]) ms[i] = std::min(ms[i], start.elapsed_time(stop) / kRunsPerRound);
+    }
   }
-  const bool keep_first = ms[0] >= 0 && ms[best] > ms[0] * (1.f - kMinGain);
+  std::vector<cublasLtMatmulAlgo_t> working;
+  std::vector<float> working_ms;
+  for (size_t i = 0; i < lt; ++i) {
+    if (ok[i]) working.push_back(plan.candidates[i]), working_ms.push_back(ms[i]);
+  }
+  const bool aten_ok = aten && ok[lt];
+  const size_t heuristic_count = lt;
+  plan.candidates = working;
+  if (aten_ok) working_ms.push_back(ms[lt]);
+  if (working_ms.empty()) {  // nothing ran: the unfused ops from now on
+    plan.report = "no candidate ran; ATen's unfused ops serve";
+    return;
+  }
+  int best = 0;
+  for (size_t i = 1; i < working_ms.size(); ++i) {
+    if (working_ms[i] < working_ms[best]) best = static_cast<int>(i);
+  }
+  // The heuristic's first (that ran) stays unless another is kMinGain faster; ATen's mm alone
+  // (no cuBLASLt candidate ran) is kept as it is.
+  const bool keep_first = !plan.candidates.empty() && working_ms[best] > working_ms[0] * (1.f - kMinGain);
   plan.tuned = keep_first ? 0 : best;
   std::ostringstream report;
-  report << std::fixed << std::setprecision(3) << "candidate " << plan.tuned + 1 << " of " << ms.size()
-         << (plan.aten_tuned() ? " (ATen's mm)" : "") << ", " << ms[plan.tuned] << " ms (the heuristic's first: " << ms[0]
-         << " ms";
-  if (aten) report << ", ATen's mm: " << ms.back() << " ms";
+  report << std::fixed << std::setprecision(3) << (plan.aten_tuned() ? "ATen's mm" : "candidate ")
+         << (plan.aten_tuned() ? std::string() : std::to_string(plan.tuned + 1) + " of " +
+                                                     std::to_string(plan.candidates.size()))
+         << ", " << working_ms[plan.tuned] << " ms";
+  if (!plan.candidates.empty()) report << " (the heuristic's first: " << working_ms[0] << " ms";
+  else report << " (no cuBLASLt candidate ran";
+  if (aten_ok) report << ", ATen's mm: " << working_ms.back() << " ms";
+  if (plan.candidates.size() < heuristic_count) report << ", " << heuristic_count - plan.candidates.size() << " failed";
   report << ")";
   plan.report = report.str();
 }
@@ -197,7 +226,7 @@ std::pair<torch::Tensor, torch::Tensor> weight_bias_grads(const torch::Tensor& x
   std::lock_guard<std::mutex> lock(mutex);  // the bias pointer is set on the shared descriptor
   auto& plan = (*plans)[key];
   if (!plan) plan = std::make_unique<Plan>(rows, in, out, std::get<4>(key), std::get<5>(key), workspace, with_bias);
-  if (!plan->found()) {  // the same values from two ATen calls
+  auto unfused = [&]() -> std::pair<torch::Tensor, torch::Tensor> {  // the same values from two ATen calls
     static std::once_flag told;
     std::call_once(told, [&] {
       log_warn("fused linear: cuBLASLt has no weight-gradient GEMM for ", rows, " x ", in, " -> ", out,
@@ -205,7 +234,8 @@ std::pair<torch::Tensor, torch::Tensor> weight_bias_grads(const torch::Tensor& x
     });
     return {at::mm(g2.t(), x2, torch::kFloat32),
             with_bias ? g2.sum(0, /*keepdim=*/false, torch::kFloat32) : torch::Tensor()};
-  }
+  };
+  if (!plan->found() && !plan->aten_tuned()) return unfused();
   if (with_bias) {
     void* bias = grad_b.data_ptr();
     check_lt(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
@@ -218,7 +248,8 @@ std::pair<torch::Tensor, torch::Tensor> weight_bias_grads(const torch::Tensor& x
                           g2.data_ptr(), plan->b, &beta, grad_w.data_ptr(), plan->d, grad_w.data_ptr(), plan->d,
                           &algo, at::cuda::getCUDABlasLtWorkspace(), workspace, stream);
   };
-  // Without the bias gradient, ATen's mm (what autocast's linear runs, fp32 out) is a candidate too.
+  // Without the bias gradient, ATen's mm with fp32 output is a candidate too (autocast's linear
+  // runs its bf16-output form and then casts).
   std::function<cublasStatus_t()> aten;
   if (!with_bias) {
     aten = [&] {
@@ -226,13 +257,33 @@ std::pair<torch::Tensor, torch::Tensor> weight_bias_grads(const torch::Tensor& x
       return CUBLAS_STATUS_SUCCESS;
     };
   }
-  const bool autotune = autotune_on.load();
-  if (autotune && plan->tuned < 0 && !capturing(stream)) {
-    tune(*plan, matmul, aten, stream);
-    log_info("fused linear: weight-gradient GEMM ", rows, " x ", in, " -> ", out,
-             with_bias ? " with bias gradient" : "", ": ", plan->report);
+  const int force = forced_choice.load();
+  if (force != -1) {  // tests: a given candidate
+    if ((force == kForceAtenMm && aten) || !plan->found()) {  // no cuBLASLt candidate ran: ATen's mm was kept
+      aten();
+    } else {
+      const size_t i = std::min<size_t>(force >= 0 ? static_cast<size_t>(force) : 0, plan->candidates.size() - 1);
+      check_lt(matmul(plan->candidates[i]), "matmul");
+    }
+    return {grad_w, grad_b};
   }
-  if (autotune && plan->aten_tuned()) {
+  const bool autotune = autotune_on.load();
+  if (autotune && plan->tuned < 0) {
+    if (!capturing(stream)) {
+      tune(*plan, matmul, aten, stream);
+      log_info("fused linear: weight-gradient GEMM ", rows, " x ", in, " -> ", out,
+               with_bias ? " with bias gradient" : "", ": ", plan->report);
+      if (!plan->found() && !plan->aten_tuned()) return unfused();
+    } else {
+      static std::once_flag told;
+      std::call_once(told, [&] {
+        log_warn("fused linear: weight-gradient GEMM ", rows, " x ", in, " -> ", out,
+                 " first seen inside a CUDA graph capture keeps cuBLASLt's first choice (autotuning times only "
+                 "outside a capture)");
+      });
+    }
+  }
+  if (!plan->found() || (autotune && plan->aten_tuned())) {  // (no cuBLASLt candidate ran: ATen's mm was kept)
     aten();
   } else {
     check_lt(matmul(plan->algo(autotune)), "matmul");
@@ -277,6 +328,8 @@ struct LinearFn : public torch::autograd::Function<LinearFn> {
 }  // namespace
 
 void set_gemm_autotune(bool on) { autotune_on.store(on); }
+
+void force_gemm_choice_for_tests(int choice) { forced_choice.store(choice); }
 
 bool fused_linear_applies(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   return x.is_cuda() && torch::GradMode::is_enabled() && at::autocast::is_autocast_enabled(at::kCUDA) &&

@@ -104,39 +104,49 @@ TEST(Nccl, OverlapOfAllreduceWithBackward) {
   std::vector<std::pair<std::string, torch::Tensor>> named;
   for (const auto& item : net->named_parameters()) named.emplace_back(item.key(), item.value());
   GradSync sync(named, comm, config);
-  // The median of 15 runs, each timed on its own: a rank's process shares the host with other
-  // work (another test on another GPU), and one slow run must not decide (an average of 10 did).
-  auto time = [&](const std::function<void()>& fn) {
-    for (int i = 0; i < 3; ++i) fn();
+  auto once = [&](const std::function<void()>& fn) {
+    const auto start = std::chrono::steady_clock::now();
+    fn();
     torch::cuda::synchronize();
-    std::vector<double> runs;
-    for (int i = 0; i < 15; ++i) {
-      const auto start = std::chrono::steady_clock::now();
-      fn();
-      torch::cuda::synchronize();
-      runs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-    }
-    std::nth_element(runs.begin(), runs.begin() + 7, runs.end());
-    return runs[7];
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
-  const double comm_only = time([&] {
+  auto median = [](std::vector<double> v) {
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    return v[v.size() / 2];
+  };
+  const std::function<void()> comm_step = [&] {
     std::vector<std::shared_ptr<Work>> works;
     for (auto& buffer : sync.bucket_buffers()) works.push_back(comm->allreduce(buffer, {ReduceOp::kAvg}));
     for (auto& w : works) w->wait();
-  });
+  };
   for (int64_t rows : {128, 512, 2048, 8192}) {
     const auto x = torch::randn({rows, 2048}, torch::TensorOptions().device(device));
-    const double backward_only = time([&] {
+    const std::function<void()> backward_step = [&] {
       sync.set_sync(false);
       net->forward(x).mean().backward();
       sync.zero_grad();
-    });
-    const double together = time([&] {
+    };
+    const std::function<void()> together_step = [&] {
       sync.set_sync(true);
       net->forward(x).mean().backward();
       sync.finish();
       sync.zero_grad();
-    });
+    };
+    // 15 rounds of the three, each run timed on its own, and the median of each: a rank's process
+    // shares the host (and perhaps its GPU) with other work, so one slow run must not decide, and
+    // the rounds in turn expose the three to the same load (a mean of 10 runs each, one after
+    // the other, failed once on a rank beside another GPU test).
+    for (const auto* fn : {&comm_step, &backward_step, &together_step}) {
+      for (int i = 0; i < 3; ++i) once(*fn);
+    }
+    std::vector<double> comm_runs, backward_runs, together_runs;
+    for (int round = 0; round < 15; ++round) {
+      comm_runs.push_back(once(comm_step));
+      backward_runs.push_back(once(backward_step));
+      together_runs.push_back(once(together_step));
+    }
+    const double comm_only = median(comm_runs), backward_only = median(backward_runs);
+    const double together = median(together_runs);
     const double hidden = (backward_only + comm_only - together) / comm_only;
     if (comm->rank() == 0) {
       std::cout << "[ overlap  ] batch " << rows << ": forward+backward " << backward_only * 1e3

@@ -261,11 +261,27 @@ TEST(FusedLinear, MatchesAutocastLinear) {
     int64_t out;
     bool x_bf16, x_grad;
   };
-  // The heuristic's first algorithm, then the one autotuning keeps (the first call of each shape
-  // times the candidates; every later GEMM of that shape runs on the chosen one).
-  for (const bool autotune : {false, true}) {
-    set_gemm_autotune(autotune);
-    SCOPED_TRACE(autotune ? "autotuned GEMM" : "the heuristic's GEMM");
+  // The heuristic's first algorithm, the one autotuning keeps (the first call of each shape times
+  // the candidates; every later GEMM of that shape runs on the chosen one), then each of the
+  // candidates in turn and ATen's mm (forced), so every path runs whichever wins on this GPU.
+  struct Choice {
+    std::string name;
+    bool autotune;
+    int force;
+  };
+  std::vector<Choice> choices{{"the heuristic's GEMM", false, -1}, {"the autotuned GEMM", true, -1},
+                              {"ATen's mm (forced)", true, kForceAtenMm}};
+  for (int i = 1; i < 8; ++i) choices.push_back({"candidate " + std::to_string(i + 1) + " (forced)", true, i});
+  struct Restore {  // the process-wide defaults for the tests after this one, even after a failure
+    ~Restore() {
+      force_gemm_choice_for_tests(-1);
+      set_gemm_autotune(true);
+    }
+  } restore;
+  for (const Choice& choice : choices) {
+    set_gemm_autotune(choice.autotune);
+    force_gemm_choice_for_tests(choice.force);
+    SCOPED_TRACE(choice.name);
     for (const Shape& c : {Shape{{3, 17, 384}, 1152, true, true}, Shape{{64, 197, 768}, 3072, true, true},
                            Shape{{256, 197, 768}, 768, true, true},  // ViT-B/16's attn.proj: long k, narrow output
                            Shape{{512, 65, 512}, 512, true, true},   // w512's attn.proj (ATen's mm may win)
