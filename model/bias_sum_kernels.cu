@@ -5,6 +5,9 @@
 //     and formula), grad_x rounded to bf16 once; the sums take grad_x in fp32 before rounding.
 //   - The attention heads gather: dq, dk, dv copied into the qkv projection's gradient layout
 //     (values unchanged); the sums are those of the bf16 values.
+//   - The token embedding's backward: the patch tokens' gradient rounded to bf16; the sums over
+//     the images are those of the fp32 gradient (pos_embed's gradient). Its forward (cat + add)
+//     is here too.
 #include "model/bias_sum_kernels.h"
 
 #include <cmath>
@@ -81,6 +84,46 @@ struct HeadsOp {
   }
 };
 
+// Reads 8 fp32 gradient values of one image; writes them as bf16 to the patch tokens' gradient
+// unless they are the class token's (position 0: no output, its gradient is pos_embed's row 0).
+struct TokensBackwardOp {
+  TokensBackwardArgs a;
+  __device__ __forceinline__ void operator()(int64_t row, int64_t col, float (&v)[kSumVector]) const {
+    const int64_t positions = a.tokens * a.width;
+    const float* src = a.grad + row * positions + col;
+    const float4 lo = *reinterpret_cast<const float4*>(src), hi = *reinterpret_cast<const float4*>(src + 4);
+    v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w, v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
+    if (col < a.width) return;  // the class token (a group of 8 never straddles a token: width % 8 == 0)
+    uint16_t* dst = a.grad_patches + row * (positions - a.width) + (col - a.width);
+    *reinterpret_cast<uint4*>(dst) =
+        make_uint4(pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]), pack_bf16(v[4], v[5]), pack_bf16(v[6], v[7]));
+  }
+};
+
+// One thread per 8 consecutive outputs of out [B, N, D]: (float) patch or cls, plus pos, each sum
+// rounded once as timm's fp32 add.
+__global__ void __launch_bounds__(kSumThreads) tokens_forward(TokensForwardArgs a) {
+  const int64_t positions = a.tokens * a.width;
+  const int64_t i = (static_cast<int64_t>(blockIdx.x) * kSumThreads + threadIdx.x) * kSumVector;
+  if (i >= a.batch * positions) return;
+  const int64_t b = i / positions, p = i % positions;  // p: n * D + d, 8 columns of one token
+  const float4 pos_lo = *reinterpret_cast<const float4*>(a.pos + p);
+  const float4 pos_hi = *reinterpret_cast<const float4*>(a.pos + p + 4);
+  float v[kSumVector];
+  if (p < a.width) {
+    const float4 lo = *reinterpret_cast<const float4*>(a.cls + p), hi = *reinterpret_cast<const float4*>(a.cls + p + 4);
+    v[0] = lo.x, v[1] = lo.y, v[2] = lo.z, v[3] = lo.w, v[4] = hi.x, v[5] = hi.y, v[6] = hi.z, v[7] = hi.w;
+  } else {
+    const uint4 x = *reinterpret_cast<const uint4*>(a.patches + b * (positions - a.width) + (p - a.width));
+    const uint32_t xs[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) v[2 * k] = low_bf16(xs[k]), v[2 * k + 1] = high_bf16(xs[k]);
+  }
+  float* dst = a.out + i;
+  *reinterpret_cast<float4*>(dst) = make_float4(v[0] + pos_lo.x, v[1] + pos_lo.y, v[2] + pos_lo.z, v[3] + pos_lo.w);
+  *reinterpret_cast<float4*>(dst + 4) = make_float4(v[4] + pos_hi.x, v[5] + pos_hi.y, v[6] + pos_hi.z, v[7] + pos_hi.w);
+}
+
 template <typename Op>
 cudaError_t launch(const Op& op, int64_t rows, int64_t cols, float* bias_partial, int row_blocks, cudaStream_t stream) {
   if (row_blocks < 1 || row_blocks > 65535) return cudaErrorInvalidValue;
@@ -108,6 +151,16 @@ bool heads_gather_supported(const HeadsGatherArgs& a) {
   return true;
 }
 
+bool tokens_forward_supported(const TokensForwardArgs& a) {
+  return a.tokens >= 2 && a.width % kSumVector == 0 && aligned(a.patches, 16) && aligned(a.cls, 16) &&
+         aligned(a.pos, 16) && aligned(a.out, 16);
+}
+
+bool tokens_backward_supported(const TokensBackwardArgs& a) {
+  return a.tokens >= 2 && a.width % kSumVector == 0 && aligned(a.grad, 16) && aligned(a.grad_patches, 16) &&
+         aligned(a.pos_partial, 16);
+}
+
 cudaError_t launch_gelu_backward(const GeluBackwardArgs& a, int row_blocks, cudaStream_t stream) {
   if (!gelu_backward_supported(a)) return cudaErrorInvalidValue;
   return launch(GeluOp{a}, a.rows, a.cols, a.bias_partial, row_blocks, stream);
@@ -116,6 +169,19 @@ cudaError_t launch_gelu_backward(const GeluBackwardArgs& a, int row_blocks, cuda
 cudaError_t launch_heads_gather(const HeadsGatherArgs& a, int row_blocks, cudaStream_t stream) {
   if (!heads_gather_supported(a)) return cudaErrorInvalidValue;
   return launch(HeadsOp{a}, a.batch * a.tokens, 3 * a.heads * a.head_dim, a.bias_partial, row_blocks, stream);
+}
+
+cudaError_t launch_tokens_forward(const TokensForwardArgs& a, cudaStream_t stream) {
+  if (!tokens_forward_supported(a)) return cudaErrorInvalidValue;
+  const int64_t groups = a.batch * a.tokens * a.width / kSumVector;
+  if (groups == 0) return cudaSuccess;
+  tokens_forward<<<static_cast<unsigned>((groups + kSumThreads - 1) / kSumThreads), kSumThreads, 0, stream>>>(a);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_tokens_backward(const TokensBackwardArgs& a, int row_blocks, cudaStream_t stream) {
+  if (!tokens_backward_supported(a)) return cudaErrorInvalidValue;
+  return launch(TokensBackwardOp{a}, a.batch, a.tokens * a.width, a.pos_partial, row_blocks, stream);
 }
 
 }  // namespace vit::model::kernels

@@ -1,7 +1,8 @@
 // Raw CUDA launchers behind fused_bias_sums.h (no LibTorch types: nvcc compiles the .cu file
-// without the heavy headers). Each kernel writes a row-major [rows, cols] bf16 gradient (cols a
-// multiple of 8, 16-byte aligned) and the per-block column sums of it in fp32: the bias
-// gradient of the Linear whose output that gradient belongs to.
+// without the heavy headers). Each backward kernel writes a row-major [rows, cols] bf16 gradient
+// (cols a multiple of 8, 16-byte aligned) and the per-block column sums of a gradient in fp32:
+// the bias gradient of the Linear whose output that gradient belongs to, or for the token
+// embedding the position embedding's gradient.
 #pragma once
 
 #include <cstdint>
@@ -36,11 +37,35 @@ struct HeadsGatherArgs {
   int64_t batch, heads, tokens, head_dim;
 };
 
+// The token embedding: out [B, N, D] fp32 = cat(cls, patch tokens) + pos, with cls and pos fp32
+// and the patch embedding's output bf16 (timm's cat and add under autocast, in one pass).
+struct TokensForwardArgs {
+  const uint16_t* patches;  // [B, N - 1, D] bf16 bits
+  const float* cls;         // [D]
+  const float* pos;         // [N, D]
+  float* out;               // [B, N, D]
+  int64_t batch, tokens, width;
+};
+
+// Its backward: the patch tokens' gradient rounded to bf16 (the patch embedding's output
+// gradient) and, in the same pass, the sums over the batch of the fp32 gradient: pos_embed's
+// gradient, whose row 0 is also cls_token's. "Rows" are images, "columns" the N * D positions.
+struct TokensBackwardArgs {
+  const float* grad;       // [B, N, D]
+  uint16_t* grad_patches;  // [B, N - 1, D] bf16 bits
+  float* pos_partial;      // [row_blocks, N * D]: sums over each block's images
+  int64_t batch, tokens, width;
+};
+
 // True when the pointers, strides and widths suit the kernels' 16-byte accesses.
 bool gelu_backward_supported(const GeluBackwardArgs& args);
 bool heads_gather_supported(const HeadsGatherArgs& args);
+bool tokens_forward_supported(const TokensForwardArgs& args);
+bool tokens_backward_supported(const TokensBackwardArgs& args);
 
 cudaError_t launch_gelu_backward(const GeluBackwardArgs& args, int row_blocks, cudaStream_t stream);
 cudaError_t launch_heads_gather(const HeadsGatherArgs& args, int row_blocks, cudaStream_t stream);
+cudaError_t launch_tokens_forward(const TokensForwardArgs& args, cudaStream_t stream);
+cudaError_t launch_tokens_backward(const TokensBackwardArgs& args, int row_blocks, cudaStream_t stream);
 
 }  // namespace vit::model::kernels

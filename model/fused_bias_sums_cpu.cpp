@@ -16,4 +16,10 @@ std::vector<torch::Tensor> fused_split_heads(const torch::Tensor&, const torch::
   VIT_THROW(ModelError, "fused split heads: this build has no CUDA kernels");
 }
 
+bool fused_tokens_supported(int64_t) { return false; }
+
+torch::Tensor fused_tokens(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) {
+  VIT_THROW(ModelError, "fused token embedding: this build has no CUDA kernels");
+}
+
 }  // namespace vit::model

@@ -102,6 +102,51 @@ struct SplitHeadsSumFn : public torch::autograd::Function<SplitHeadsSumFn> {
   }
 };
 
+// The token embedding (fused_bias_sums.h). The unfused ops, for create_graph and odd layouts:
+// the same values (the sums in another order).
+torch::Tensor tokens_by_aten(const torch::Tensor& patches, const torch::Tensor& cls, const torch::Tensor& pos) {
+  return torch::cat({cls.expand({patches.size(0), -1, -1}), patches.to(torch::kFloat32)}, 1) + pos;
+}
+
+struct TokensFn : public torch::autograd::Function<TokensFn> {
+  static variable_list forward(AutogradContext* ctx, const torch::Tensor& patches, const torch::Tensor& cls,
+                               const torch::Tensor& pos) {
+    const int64_t B = patches.size(0), N = pos.size(1), D = pos.size(2);
+    ctx->saved_data["sizes"] = std::vector<int64_t>{B, N, D};
+    auto out = torch::empty({B, N, D}, pos.options());
+    kernels::TokensForwardArgs args{data_or_null<const uint16_t>(patches), data_or_null<const float>(cls),
+                                    data_or_null<const float>(pos), data_or_null<float>(out), B, N, D};
+    if (!kernels::tokens_forward_supported(args)) return {tokens_by_aten(patches, cls, pos)};
+    const auto status = kernels::launch_tokens_forward(args, at::cuda::getCurrentCUDAStream());
+    VIT_CHECK(status == cudaSuccess, ModelError, "fused token embedding: ", cudaGetErrorString(status));
+    return {out};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto sizes = ctx->saved_data["sizes"].toIntVector();
+    const int64_t B = sizes[0], N = sizes[1], D = sizes[2];
+    auto grad = grads[0].to(torch::kFloat32).contiguous();
+    c10::cuda::CUDAGuard guard(grad.device());
+    if (torch::GradMode::is_enabled()) {  // create_graph: ATen's differentiable ops
+      auto pos_grad = grad.sum(0, /*keepdim=*/true);
+      return {grad.narrow(1, 1, N - 1).to(torch::kBFloat16), pos_grad.narrow(1, 0, 1).clone(), pos_grad};
+    }
+    auto grad_patches = torch::empty({B, N - 1, D}, grad.options().dtype(torch::kBFloat16));
+    const int blocks = row_blocks(B, N * D);
+    auto partial = torch::empty({blocks, N * D}, grad.options());
+    kernels::TokensBackwardArgs args{data_or_null<const float>(grad), data_or_null<uint16_t>(grad_patches),
+                                     data_or_null<float>(partial), B, N, D};
+    if (!kernels::tokens_backward_supported(args)) {
+      auto pos_grad = grad.sum(0, /*keepdim=*/true);
+      return {grad.narrow(1, 1, N - 1).to(torch::kBFloat16), pos_grad.narrow(1, 0, 1).clone(), pos_grad};
+    }
+    const auto status = kernels::launch_tokens_backward(args, blocks, at::cuda::getCurrentCUDAStream());
+    VIT_CHECK(status == cudaSuccess, ModelError, "fused token embedding backward: ", cudaGetErrorString(status));
+    auto pos_grad = partial.sum(0).view({1, N, D});
+    return {grad_patches, pos_grad.narrow(1, 0, 1).clone(), pos_grad};
+  }
+};
+
 }  // namespace
 
 bool fused_gelu_supported(int64_t width) { return width > 0 && width % kernels::kSumVector == 0; }
@@ -126,6 +171,22 @@ std::vector<torch::Tensor> fused_split_heads(const torch::Tensor& qkv, const tor
             qkv.device().str(), " with bias ", bias.sizes(),
             " (needs bf16 [B, N, 3, H, Dh] on a GPU, Dh a multiple of 8, an fp32 bias [3 H Dh] on the same GPU)");
   return SplitHeadsSumFn::apply(qkv, bias);
+}
+
+bool fused_tokens_supported(int64_t width) { return width > 0 && width % kernels::kSumVector == 0; }
+
+torch::Tensor fused_tokens(const torch::Tensor& patches, const torch::Tensor& cls, const torch::Tensor& pos) {
+  const int64_t D = patches.dim() == 3 ? patches.size(2) : 0;
+  VIT_CHECK(patches.is_cuda() && patches.scalar_type() == torch::kBFloat16 && patches.dim() == 3 &&
+                fused_tokens_supported(D) && cls.sizes() == torch::IntArrayRef({1, 1, D}) && pos.dim() == 3 &&
+                pos.size(0) == 1 && pos.size(1) == patches.size(1) + 1 && pos.size(2) == D &&
+                cls.scalar_type() == torch::kFloat32 && pos.scalar_type() == torch::kFloat32 &&
+                cls.device() == patches.device() && pos.device() == patches.device(),
+            ModelError, "fused token embedding: unsupported input ", patches.sizes(), " ", patches.scalar_type(),
+            " on ", patches.device().str(), " with cls_token ", cls.sizes(), " and pos_embed ", pos.sizes(),
+            " (needs bf16 patch tokens [B, N - 1, D] on a GPU, D a multiple of 8, fp32 [1, 1, D] and [1, N, D] on the same GPU)");
+  c10::cuda::CUDAGuard guard(patches.device());
+  return TokensFn::apply(patches.contiguous(), cls.contiguous(), pos.contiguous())[0];
 }
 
 }  // namespace vit::model

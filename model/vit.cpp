@@ -242,8 +242,13 @@ torch::Tensor VisionTransformerImpl::forward_tokens(const torch::Tensor& images)
             config_.width_px(), "] (model.image_size, model.channels), got ", images.sizes());
   const int64_t B = images.size(0);
   auto x = embed_patches(images);  // [B, N-1, D]
-  x = torch::cat({cls_token_.expand({B, -1, -1}).to(x.dtype()), x}, 1);  // [B, N, D]
-  x = pos_drop_(x + pos_embed_);
+  if (use_fused_tokens(x)) {
+    x = fused_tokens(x, cls_token_, pos_embed_);  // one pass each way; fused_bias_sums.h
+  } else {
+    // fp32 as timm's under autocast (cat promotes the bf16 patch tokens to the class token's fp32).
+    x = torch::cat({cls_token_.expand({B, -1, -1}), x.to(cls_token_.scalar_type())}, 1) + pos_embed_;  // [B, N, D]
+  }
+  x = pos_drop_(x);
   if (use_fused_norm(x)) return forward_fused(x);
   for (const auto& block : *blocks_) x = block->as<BlockImpl>()->forward(x);
   return norm_(x);
@@ -260,6 +265,12 @@ torch::Tensor VisionTransformerImpl::embed_patches(const torch::Tensor& images) 
   if (at::autocast::is_autocast_enabled(at::kCUDA)) x = x.to(at::autocast::get_autocast_dtype(at::kCUDA));
   auto patches = x.reshape({B, C, gh, P, gw, P}).permute({0, 2, 4, 1, 3, 5}).reshape({B, gh * gw, C * P * P});
   return linear(patches, patch_proj_->weight.view({D, C * P * P}), patch_proj_->bias, config_.fused_bias_grad);
+}
+
+bool VisionTransformerImpl::use_fused_tokens(const torch::Tensor& patch_tokens) const {
+  return config_.fused_bias_grad && patch_tokens.is_cuda() && patch_tokens.scalar_type() == torch::kBFloat16 &&
+         cls_token_.scalar_type() == torch::kFloat32 && pos_embed_.scalar_type() == torch::kFloat32 &&
+         fused_tokens_supported(config_.width);
 }
 
 bool VisionTransformerImpl::use_fused_norm(const torch::Tensor& x) const {

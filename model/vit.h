@@ -96,6 +96,7 @@ class VisionTransformerImpl : public torch::nn::Module {
   torch::Tensor embed_patches(const torch::Tensor& images);  // [B, C, H, W] -> [B, N-1, D]
   // forward_features, but bf16 where the fused path produced bf16 (forward() reads one token).
   torch::Tensor forward_tokens(const torch::Tensor& images);
+  bool use_fused_tokens(const torch::Tensor& patch_tokens) const;  // fused_tokens for cat + pos_embed
   bool use_fused_norm(const torch::Tensor& x) const;
   torch::Tensor forward_fused(torch::Tensor x);  // blocks + final norm with fused_norm.h
   // Casts every Linear's weight and bias to bf16 in one kernel where the fused linear applies to

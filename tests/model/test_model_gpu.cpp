@@ -1,5 +1,5 @@
-// The fused residual + LayerNorm kernels (model/fused_norm.h), the GELU backward and attention
-// heads gather that sum bias gradients (model/fused_bias_sums.h) and the fused linear backward
+// The fused residual + LayerNorm kernels (model/fused_norm.h), the GELU backward, attention
+// heads gather and token embedding that sum bias (and pos_embed) gradients (model/fused_bias_sums.h) and the fused linear backward
 // (model/fused_linear.h) against ATen's ops, and the model with them against the model without.
 // Needs a GPU; skips with a reason without one.
 #include <ATen/autocast_mode.h>
@@ -188,6 +188,55 @@ TEST(FusedGelu, MatchesAtenGeluAndSumsTheBiasGradient) {
   auto slope = at::gelu_backward(torch::ones({33, 64}, f32), x.detach().to(torch::kFloat32));
   // grad_y reaches the kernel as bf16, so its gradient is the slope rounded to bf16.
   EXPECT_LT(max_rel(d_grad_y, slope), 1.0 / 128) << "double backward through the bias sum";
+}
+
+// cat(cls, patch tokens) + pos_embed in fp32 (timm's under autocast); backward: the patch
+// tokens' gradient rounded to bf16 as autograd's cast does (equal), pos_embed's and cls_token's
+// against fp64 sums over the images. Shapes: ViT-B/16's and w512's token grids, a batch of one,
+// the smallest width, a misaligned input (the unfused path), and a double backward.
+TEST(FusedTokens, MatchesCatAndAddAndSumsThePositionGradient) {
+  REQUIRE_FUSED_GPU();
+  torch::manual_seed(4);
+  const auto f32 = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat32);
+  struct Shape {
+    int64_t batch, tokens, width;
+    bool misaligned;
+  };
+  for (const Shape& c : {Shape{8, 197, 768, false}, Shape{64, 65, 512, false}, Shape{1, 5, 16, false},
+                         Shape{3, 2, 8, false}, Shape{5, 17, 24, true}}) {
+    SCOPED_TRACE("batch " + std::to_string(c.batch) + " tokens " + std::to_string(c.tokens) + " width " +
+                 std::to_string(c.width) + (c.misaligned ? " misaligned" : ""));
+    ASSERT_TRUE(fused_tokens_supported(c.width));
+    const int64_t n = c.batch * (c.tokens - 1) * c.width;
+    auto storage = torch::randn({n + 4}, f32).to(torch::kBFloat16);
+    auto patches = storage.narrow(0, c.misaligned ? 4 : 0, n).view({c.batch, c.tokens - 1, c.width}).detach();
+    patches.requires_grad_(true);
+    auto cls = (torch::randn({1, 1, c.width}, f32) * 0.5).requires_grad_(true);
+    auto pos = (torch::randn({1, c.tokens, c.width}, f32) * 0.1).requires_grad_(true);
+    auto grad = torch::randn({c.batch, c.tokens, c.width}, f32) + 0.3;  // non-zero means over the images
+    auto y = fused_tokens(patches, cls, pos);
+    auto want = torch::cat({cls.detach().expand({c.batch, -1, -1}), patches.detach().to(torch::kFloat32)}, 1) +
+                pos.detach();
+    ASSERT_EQ(y.scalar_type(), torch::kFloat32);
+    EXPECT_TRUE(torch::equal(y, want)) << "forward";
+    auto g = torch::autograd::grad({y}, {patches, cls, pos}, {grad});
+    ASSERT_EQ(g[0].scalar_type(), torch::kBFloat16);
+    EXPECT_TRUE(torch::equal(g[0], grad.narrow(1, 1, c.tokens - 1).to(torch::kBFloat16))) << "patch tokens";
+    auto exact_pos = grad.to(torch::kFloat64).sum(0, /*keepdim=*/true);
+    EXPECT_LT(max_rel(g[2], exact_pos), 1e-5) << "pos_embed";
+    EXPECT_LT(max_rel(g[1], exact_pos.narrow(1, 0, 1)), 1e-5) << "cls_token";
+    EXPECT_EQ(g[1].sizes(), cls.sizes());
+    EXPECT_EQ(g[2].sizes(), pos.sizes());
+  }
+  // create_graph: pos_embed's gradient is differentiable; d(sum of it) / d(grad) = ones.
+  auto patches = torch::randn({4, 9, 16}, f32).to(torch::kBFloat16).requires_grad_(true);
+  auto cls = torch::zeros({1, 1, 16}, f32).requires_grad_(true);
+  auto pos = torch::zeros({1, 10, 16}, f32).requires_grad_(true);
+  auto grad = torch::randn({4, 10, 16}, f32).requires_grad_(true);
+  auto pos_grad = torch::autograd::grad({fused_tokens(patches, cls, pos)}, {pos}, {grad}, /*retain_graph=*/true,
+                                        /*create_graph=*/true)[0];
+  auto d_grad = torch::autograd::grad({pos_grad.sum()}, {grad})[0];
+  EXPECT_TRUE(torch::equal(d_grad, torch::ones_like(grad))) << "double backward through the position sums";
 }
 
 // q, k, v views as timm's permute + unbind; backward: the same gradient as autograd's through
