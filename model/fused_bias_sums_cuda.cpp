@@ -127,16 +127,13 @@ struct TokensFn : public torch::autograd::Function<TokensFn> {
     const int64_t B = sizes[0], N = sizes[1], D = sizes[2];
     auto grad = grads[0].to(torch::kFloat32).contiguous();
     c10::cuda::CUDAGuard guard(grad.device());
-    if (torch::GradMode::is_enabled()) {  // create_graph: ATen's differentiable ops
-      auto pos_grad = grad.sum(0, /*keepdim=*/true);
-      return {grad.narrow(1, 1, N - 1).to(torch::kBFloat16), pos_grad.narrow(1, 0, 1).clone(), pos_grad};
-    }
     auto grad_patches = torch::empty({B, N - 1, D}, grad.options().dtype(torch::kBFloat16));
     const int blocks = row_blocks(B, N * D);
     auto partial = torch::empty({blocks, N * D}, grad.options());
     kernels::TokensBackwardArgs args{data_or_null<const float>(grad), data_or_null<uint16_t>(grad_patches),
                                      data_or_null<float>(partial), B, N, D};
-    if (!kernels::tokens_backward_supported(args)) {
+    // create_graph (ATen's differentiable ops) or an odd layout: the same values by ATen's ops.
+    if (torch::GradMode::is_enabled() || !kernels::tokens_backward_supported(args)) {
       auto pos_grad = grad.sum(0, /*keepdim=*/true);
       return {grad.narrow(1, 1, N - 1).to(torch::kBFloat16), pos_grad.narrow(1, 0, 1).clone(), pos_grad};
     }
