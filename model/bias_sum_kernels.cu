@@ -175,6 +175,7 @@ cudaError_t launch_tokens_forward(const TokensForwardArgs& a, cudaStream_t strea
   if (!tokens_forward_supported(a)) return cudaErrorInvalidValue;
   const int64_t groups = a.batch * a.tokens * a.width / kSumVector;
   if (groups == 0) return cudaSuccess;
+  if ((groups + kSumThreads - 1) / kSumThreads > 0x7fffffff) return cudaErrorInvalidValue;
   tokens_forward<<<static_cast<unsigned>((groups + kSumThreads - 1) / kSumThreads), kSumThreads, 0, stream>>>(a);
   return cudaGetLastError();
 }

@@ -15,7 +15,7 @@ constexpr int64_t kSumVector = 8;      // bf16 columns per thread (one 16-byte a
 constexpr int64_t kSumThreads = 128;   // threads per block
 constexpr int64_t kSumBlockColumns = kSumVector * kSumThreads;
 
-// Grid of every launcher: ceil(cols / kSumBlockColumns) x row_blocks; block b of a column strip
+// Grid of every backward launcher: ceil(cols / kSumBlockColumns) x row_blocks; block b of a column strip
 // takes rows [b * chunk, (b + 1) * chunk), chunk = ceil(rows / row_blocks), and writes row b of
 // bias_partial [row_blocks, cols].
 
@@ -57,7 +57,8 @@ struct TokensBackwardArgs {
   int64_t batch, tokens, width;
 };
 
-// True when the pointers, strides and widths suit the kernels' 16-byte accesses.
+// True when the pointers, strides and widths suit the kernels' 16-byte accesses (a null output
+// pointer passes: the callers allocate outputs, always aligned, once the inputs qualify).
 bool gelu_backward_supported(const GeluBackwardArgs& args);
 bool heads_gather_supported(const HeadsGatherArgs& args);
 bool tokens_forward_supported(const TokensForwardArgs& args);

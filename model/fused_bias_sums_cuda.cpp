@@ -113,10 +113,11 @@ struct TokensFn : public torch::autograd::Function<TokensFn> {
                                const torch::Tensor& pos) {
     const int64_t B = patches.size(0), N = pos.size(1), D = pos.size(2);
     ctx->saved_data["sizes"] = std::vector<int64_t>{B, N, D};
-    auto out = torch::empty({B, N, D}, pos.options());
     kernels::TokensForwardArgs args{data_or_null<const uint16_t>(patches), data_or_null<const float>(cls),
-                                    data_or_null<const float>(pos), data_or_null<float>(out), B, N, D};
-    if (!kernels::tokens_forward_supported(args)) return {tokens_by_aten(patches, cls, pos)};
+                                    data_or_null<const float>(pos), nullptr, B, N, D};
+    if (!kernels::tokens_forward_supported(args)) return {tokens_by_aten(patches, cls, pos)};  // (a fresh output is aligned)
+    auto out = torch::empty({B, N, D}, pos.options());
+    args.out = data_or_null<float>(out);
     const auto status = kernels::launch_tokens_forward(args, at::cuda::getCurrentCUDAStream());
     VIT_CHECK(status == cudaSuccess, ModelError, "fused token embedding: ", cudaGetErrorString(status));
     return {out};
@@ -127,20 +128,26 @@ struct TokensFn : public torch::autograd::Function<TokensFn> {
     const int64_t B = sizes[0], N = sizes[1], D = sizes[2];
     auto grad = grads[0].to(torch::kFloat32).contiguous();
     c10::cuda::CUDAGuard guard(grad.device());
+    const bool cls_grad = ctx->needs_input_grad(1), pos_grad_needed = ctx->needs_input_grad(2);
+    auto patches_grad = [&] { return grad.narrow(1, 1, N - 1).to(torch::kBFloat16); };
+    if (!cls_grad && !pos_grad_needed) return {patches_grad(), torch::Tensor(), torch::Tensor()};  // frozen
+    auto result = [&](torch::Tensor patches, const torch::Tensor& pos_grad) -> variable_list {
+      return {std::move(patches), cls_grad ? pos_grad.narrow(1, 0, 1).clone() : torch::Tensor(),
+              pos_grad_needed ? pos_grad : torch::Tensor()};
+    };
+    kernels::TokensBackwardArgs args{data_or_null<const float>(grad), nullptr, nullptr, B, N, D};
+    // create_graph (ATen's differentiable ops) or an odd layout: the same values by ATen's ops.
+    if (torch::GradMode::is_enabled() || !kernels::tokens_backward_supported(args)) {
+      return result(patches_grad(), grad.sum(0, /*keepdim=*/true));
+    }
     auto grad_patches = torch::empty({B, N - 1, D}, grad.options().dtype(torch::kBFloat16));
     const int blocks = row_blocks(B, N * D);
     auto partial = torch::empty({blocks, N * D}, grad.options());
-    kernels::TokensBackwardArgs args{data_or_null<const float>(grad), data_or_null<uint16_t>(grad_patches),
-                                     data_or_null<float>(partial), B, N, D};
-    // create_graph (ATen's differentiable ops) or an odd layout: the same values by ATen's ops.
-    if (torch::GradMode::is_enabled() || !kernels::tokens_backward_supported(args)) {
-      auto pos_grad = grad.sum(0, /*keepdim=*/true);
-      return {grad.narrow(1, 1, N - 1).to(torch::kBFloat16), pos_grad.narrow(1, 0, 1).clone(), pos_grad};
-    }
+    args.grad_patches = data_or_null<uint16_t>(grad_patches);  // fresh allocations: aligned
+    args.pos_partial = data_or_null<float>(partial);
     const auto status = kernels::launch_tokens_backward(args, blocks, at::cuda::getCurrentCUDAStream());
     VIT_CHECK(status == cudaSuccess, ModelError, "fused token embedding backward: ", cudaGetErrorString(status));
-    auto pos_grad = partial.sum(0).view({1, N, D});
-    return {grad_patches, pos_grad.narrow(1, 0, 1).clone(), pos_grad};
+    return result(grad_patches, partial.sum(0).view({1, N, D}));
   }
 };
 

@@ -246,7 +246,7 @@ torch::Tensor VisionTransformerImpl::forward_tokens(const torch::Tensor& images)
     x = fused_tokens(x, cls_token_, pos_embed_);  // one pass each way; fused_bias_sums.h
   } else {
     // fp32 as timm's under autocast (cat promotes the bf16 patch tokens to the class token's fp32).
-    x = torch::cat({cls_token_.expand({B, -1, -1}), x.to(cls_token_.scalar_type())}, 1) + pos_embed_;  // [B, N, D]
+    x = torch::cat({cls_token_.expand({B, -1, -1}), x}, 1) + pos_embed_;  // [B, N, D]
   }
   x = pos_drop_(x);
   if (use_fused_norm(x)) return forward_fused(x);

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "model/bias_sum_kernels.h"
 #include "model/fused_bias_sums.h"
 #include "model/fused_linear.h"
 #include "model/fused_norm.h"
@@ -214,6 +215,16 @@ TEST(FusedTokens, MatchesCatAndAddAndSumsThePositionGradient) {
     auto cls = (torch::randn({1, 1, c.width}, f32) * 0.5).requires_grad_(true);
     auto pos = (torch::randn({1, c.tokens, c.width}, f32) * 0.1).requires_grad_(true);
     auto grad = torch::randn({c.batch, c.tokens, c.width}, f32) + 0.3;  // non-zero means over the images
+    if (!c.misaligned) {  // the kernels' path, not ATen's fallback (the same values)
+      EXPECT_TRUE(kernels::tokens_forward_supported({static_cast<const uint16_t*>(patches.data_ptr()),
+                                                     cls.data_ptr<float>(), pos.data_ptr<float>(), nullptr,
+                                                     c.batch, c.tokens, c.width}));
+      EXPECT_TRUE(kernels::tokens_backward_supported({grad.data_ptr<float>(), nullptr, nullptr, c.batch,
+                                                      c.tokens, c.width}));
+    } else {  // the incoming gradient misaligned too: the backward's fallback
+      auto buffer = torch::empty({grad.numel() + 1}, f32);
+      grad = buffer.narrow(0, 1, grad.numel()).view(grad.sizes()).copy_(grad);
+    }
     auto y = fused_tokens(patches, cls, pos);
     auto want = torch::cat({cls.detach().expand({c.batch, -1, -1}), patches.detach().to(torch::kFloat32)}, 1) +
                 pos.detach();
@@ -227,6 +238,13 @@ TEST(FusedTokens, MatchesCatAndAddAndSumsThePositionGradient) {
     EXPECT_LT(max_rel(g[1], exact_pos.narrow(1, 0, 1)), 1e-5) << "cls_token";
     EXPECT_EQ(g[1].sizes(), cls.sizes());
     EXPECT_EQ(g[2].sizes(), pos.sizes());
+  }
+  {  // frozen cls_token and pos_embed: the patch tokens' gradient alone
+    auto patches = torch::randn({4, 9, 16}, f32).to(torch::kBFloat16).requires_grad_(true);
+    auto grad = torch::randn({4, 10, 16}, f32);
+    auto g = torch::autograd::grad({fused_tokens(patches, torch::zeros({1, 1, 16}, f32), torch::zeros({1, 10, 16}, f32))},
+                                   {patches}, {grad})[0];
+    EXPECT_TRUE(torch::equal(g, grad.narrow(1, 1, 9).to(torch::kBFloat16))) << "frozen cls_token and pos_embed";
   }
   // create_graph: pos_embed's gradient is differentiable; d(sum of it) / d(grad) = ones.
   auto patches = torch::randn({4, 9, 16}, f32).to(torch::kBFloat16).requires_grad_(true);
