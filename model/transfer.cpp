@@ -66,21 +66,32 @@ TransferReport load_pretrained(VisionTransformer& model, const NamedTensors& sou
       continue;
     }
     torch::Tensor value = it->second;
-    if (name == "pos_embed" && !value.sizes().equals(param.sizes()) && value.dim() == 3 &&
-        value.size(2) == param.size(2)) {
+    if (name == "pos_embed" && value.dim() == 3 && value.size(0) == 1 && value.size(2) == param.size(2)) {
+      // The source's grid: told by the caller (a vitrain checkpoint's config), since the token
+      // count alone does not tell it (2x4 and 4x2 grids both have 8 tokens). Untold (a .safetensors
+      // or .npz file), a source of the model's token count is taken as the model's grid, as timm
+      // loads it, and any other as a square grid.
       int64_t old_h = options.source_grid_h, old_w = options.source_grid_w;
-      if (old_h == 0 || old_w == 0) {
+      if ((old_h == 0 || old_w == 0) && value.size(1) == param.size(1)) {
+        old_h = c.grid_h();
+        old_w = c.grid_w();
+      } else if (old_h == 0 || old_w == 0) {
         auto side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(value.size(1) - 1))));
         old_h = old_w = side;
       }
       if (1 + old_h * old_w != value.size(1)) {
-        problems.push_back(str("pos_embed: ", value.size(1) - 1,
-                               " patch tokens in the source do not form a square grid; set the source grid"));
+        problems.push_back(str("pos_embed: the source has ", value.size(1) - 1,
+                               " patch tokens, not a square grid, and does not say its grid (only a vitrain "
+                               "checkpoint directory does, in its config.yaml)"));
         continue;
       }
-      value = resample_pos_embed(value, old_h, old_w, c.grid_h(), c.grid_w(), c.pos_embed_interpolation);
-      report.resampled.push_back(str("pos_embed: grid ", old_h, "x", old_w, " -> ", c.grid_h(), "x", c.grid_w(),
-                                     " (", c.pos_embed_interpolation, ")"));
+      if (old_h == c.grid_h() && old_w == c.grid_w()) {
+        report.loaded.push_back(name);
+      } else {
+        value = resample_pos_embed(value, old_h, old_w, c.grid_h(), c.grid_w(), c.pos_embed_interpolation);
+        report.resampled.push_back(str("pos_embed: grid ", old_h, "x", old_w, " -> ", c.grid_h(), "x", c.grid_w(),
+                                       " (", c.pos_embed_interpolation, ")"));
+      }
     } else if (!value.sizes().equals(param.sizes())) {
       problems.push_back(str(name, ": source shape ", shape_str(value), " vs model ", shape_str(param)));
       continue;

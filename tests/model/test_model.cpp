@@ -489,6 +489,44 @@ TEST(LoadPretrained, NonSquareTargetGrid) {
   EXPECT_TRUE(torch::allclose(grid, torch::full_like(grid, 0.25), 0, 1e-6));
 }
 
+TEST(LoadPretrained, TransposedGridOfTheSameTokenCountIsResampled) {
+  // 4x8 and 8x4 grids both have 32 patch tokens: only the grid the caller tells (a vitrain
+  // checkpoint's config) shows that pos_embed must be resampled, not copied.
+  torch::manual_seed(6);
+  ModelConfig wide = small_config("mlp");
+  wide.image_height = 16;  // grid 4 x 8
+  wide.image_width = 32;
+  VisionTransformer source(wide);
+  ModelConfig tall = small_config("linear");
+  tall.image_height = 32;  // grid 8 x 4
+  tall.image_width = 16;
+  VisionTransformer target(tall);
+  auto src = named_parameters(*source);
+  TransferOptions told;
+  told.source_grid_h = 4;
+  told.source_grid_w = 8;
+  TransferReport report = load_pretrained(target, src, told, "step_00000010");
+  EXPECT_TRUE(torch::equal(param(target, "pos_embed"), resample_pos_embed(param(source, "pos_embed"), 4, 8, 8, 4)));
+  ASSERT_EQ(report.resampled.size(), 1u);
+  EXPECT_NE(report.resampled[0].find("4x8 -> 8x4"), std::string::npos) << report.resampled[0];
+  // The same grid told: copied as is.
+  told.source_grid_h = 8;
+  told.source_grid_w = 4;
+  report = load_pretrained(target, src, told, "step_00000010");
+  EXPECT_TRUE(torch::equal(param(target, "pos_embed"), param(source, "pos_embed")));
+  EXPECT_TRUE(report.resampled.empty());
+  // Untold (a .safetensors file): the model's token count is taken as the model's grid, as timm does.
+  report = load_pretrained(target, src, TransferOptions{}, "wide.safetensors");
+  EXPECT_TRUE(torch::equal(param(target, "pos_embed"), param(source, "pos_embed")));
+  EXPECT_TRUE(report.resampled.empty());
+  // A non-square source of another token count, untold: named, with where the grid comes from.
+  ModelConfig other = small_config("linear");  // grid 8 x 8
+  VisionTransformer square(other);
+  auto msg = error_message<ModelError>([&] { load_pretrained(square, src, TransferOptions{}, "wide.safetensors"); });
+  EXPECT_NE(msg.find("pos_embed: the source has 32 patch tokens, not a square grid"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("wide.safetensors"), std::string::npos) << msg;
+}
+
 TEST(LoadPretrained, MismatchedWidthNamesTheKey) {
   ModelConfig narrow = small_config("mlp");
   narrow.width = 32;
