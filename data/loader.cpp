@@ -80,7 +80,8 @@ std::unique_ptr<Loader> make_loader(const DataConfig& config, const LoaderOption
       log_info("data: ", folder, " is too large or has mixed image sizes to keep resident; streaming it");
     }
     auto sampler = std::make_shared<ShardedSampler>(SamplerOptions{
-        source->size(), options.rank, options.world_size, options.micro_batch_size, options.seed, train});
+        source->size(), options.rank, options.world_size, options.micro_batch_size, options.seed, train,
+        options.micro_batches_per_step});
     loader = make_stream_loader(source, sampler, config, options);
   } else {  // tar_shards
     VIT_CHECK(train || !config.eval_path.empty(), ConfigError,
@@ -88,13 +89,17 @@ std::unique_ptr<Loader> make_loader(const DataConfig& config, const LoaderOption
     const std::string spec = train ? config.path : config.eval_path;
     auto source = std::make_shared<TarShardSource>(spec, static_cast<int>(config.num_workers));
     check_labels(source->num_classes(), options, spec);
-    ShardPlanOptions plan{options.rank, options.world_size, options.micro_batch_size, options.seed, train,
-                          config.shuffle_buffer};
+    ShardPlanOptions plan{options.rank,         options.world_size, options.micro_batch_size,
+                          options.seed,         train,              config.shuffle_buffer,
+                          options.micro_batches_per_step};
     loader = make_stream_loader(source, std::make_shared<ShardPlanner>(*source, plan), config, options);
   }
+  const int64_t per_step = options.world_size * options.micro_batch_size * (train ? options.micro_batches_per_step : 1);
   VIT_CHECK(loader->steps_per_epoch() > 0, DataError, "data: the ", split, " split has ", loader->num_samples(),
-            " samples, fewer than world_size x micro_batch_size = ", options.world_size * options.micro_batch_size,
-            " per step; use a smaller batch or more data");
+            " samples, fewer than one ",
+            train ? "optimiser step's global batch" : "step's", " (", per_step,
+            " = world_size x micro_batch_size", train ? " x accumulated micro-batches" : "",
+            "); lower train.global_batch_size or train.micro_batch_size, or use more data");
   return loader;
 }
 

@@ -36,6 +36,8 @@ struct LoaderOptions {
   // dtype of Batch::images. bf16 when the model casts its input to bf16 anyway (bf16 autocast on a
   // GPU): the same values (normalised in fp32, rounded once), half the memory of the batch.
   torch::ScalarType image_dtype = torch::kFloat32;
+  // train: micro-batches accumulated per optimiser step; an epoch holds whole steps (sampler.h).
+  int64_t micro_batches_per_step = 1;
 };
 
 struct Batch {

@@ -24,7 +24,8 @@ class ResidentLoader final : public Loader {
  public:
   ResidentLoader(TensorSet set, const DataConfig& config, const LoaderOptions& options)
       : options_(options),
-        sampler_({set.size(), options.rank, options.world_size, options.micro_batch_size, options.seed, options.train}),
+        sampler_({set.size(), options.rank, options.world_size, options.micro_batch_size, options.seed, options.train,
+                  options.micro_batches_per_step}),
         finisher_(config, options) {
     const torch::Device store = config.device_resident ? options.device : torch::Device(torch::kCPU);
     images_ = set.images.to(store);

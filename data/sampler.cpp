@@ -12,8 +12,12 @@ ShardedSampler::ShardedSampler(const SamplerOptions& options) : options_(options
   VIT_CHECK(options.micro_batch_size >= 1, ConfigError, "micro_batch_size must be >= 1, got ",
             options.micro_batch_size);
   VIT_CHECK(options.num_samples >= 0, DataError, "negative sample count");
+  VIT_CHECK(options.micro_batches_per_step >= 1, ConfigError, "micro_batches_per_step must be >= 1, got ",
+            options.micro_batches_per_step);
   const int64_t global = options.world_size * options.micro_batch_size;
-  steps_per_epoch_ = options.train ? options.num_samples / global : (options.num_samples + global - 1) / global;
+  const int64_t a = options.micro_batches_per_step;
+  steps_per_epoch_ =
+      options.train ? options.num_samples / (global * a) * a : (options.num_samples + global - 1) / global;
 }
 
 std::vector<int64_t> ShardedSampler::epoch_order(int64_t epoch) const {

@@ -5,9 +5,11 @@
 // j in [0, micro_batch_size): step s is one global batch, cut into world_size consecutive
 // micro-batches, one per rank.
 //  - train: p indexes a permutation of 0..N-1 drawn from (seed, epoch). Every rank runs
-//    floor(N / (world_size * micro_batch_size)) steps of full micro-batches; the last
-//    N mod (world_size * micro_batch_size) positions of the permutation are dropped this
-//    epoch (different samples each epoch, because the permutation changes).
+//    floor(N / G) * A steps of full micro-batches, G = world_size * micro_batch_size * A the
+//    global batch of one optimiser step that accumulates A micro-batches; the last N mod G
+//    positions of the permutation are dropped this epoch (different samples each epoch, because
+//    the permutation changes). So an epoch ends with an optimiser step, and no step mixes two
+//    epochs' permutations (which could show a sample twice in one step).
 //  - eval: p indexes 0..N-1 in order (no shuffle). Every rank runs
 //    ceil(N / (world_size * micro_batch_size)) steps; positions p >= N are padding (index -1,
 //    mask 0), so across ranks every sample appears exactly once with mask 1.
@@ -27,6 +29,7 @@ struct SamplerOptions {
   int64_t micro_batch_size = 1;
   uint64_t seed = 0;
   bool train = true;  // shuffle + drop tail; false: fixed order + pad
+  int64_t micro_batches_per_step = 1;  // train: an epoch holds whole optimiser steps (gradient accumulation)
 };
 
 // What the streaming loader asks of a sampler: this rank's sample indices at (epoch, step).

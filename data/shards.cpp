@@ -143,7 +143,8 @@ ShardPlanner::ShardPlanner(const TarShardSource& source, const ShardPlanOptions&
     }
   }
   const int64_t b = options.micro_batch_size;
-  steps_per_epoch_ = options.train ? min_count / b : (max_count + b - 1) / b;
+  const int64_t a = std::max<int64_t>(1, options.micro_batches_per_step);
+  steps_per_epoch_ = options.train ? min_count / (b * a) * a : (max_count + b - 1) / b;
   if (options.train && max_count > min_count) {
     log_info("data: tar shards hold ", min_count, "..", max_count, " samples per rank; each epoch every rank uses ",
              steps_per_epoch_ * b, " (a shard count that is a multiple of world_size balances them)");

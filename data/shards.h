@@ -12,7 +12,8 @@
 // split across ranks, so each rank reads whole files sequentially.
 //  - train, epoch e: the rank's shards in an order drawn from (seed, e, rank), their samples in
 //    stored order, through a shuffle buffer of data.shuffle_buffer samples drawn from
-//    (seed, e, rank). Every rank runs floor(min_r count_r / micro_batch_size) steps, where
+//    (seed, e, rank). Every rank runs floor(min_r count_r / (micro_batch_size * A)) * A steps
+//    (A micro-batches per optimiser step, so an epoch holds whole optimiser steps), where
 //    count_r is the number of samples in rank r's shards; a rank with more samples drops the
 //    rest of its stream that epoch (different samples each epoch). When shards do not divide
 //    evenly over ranks (or hold unequal counts), the larger ranks drop up to the difference
@@ -69,6 +70,7 @@ struct ShardPlanOptions {
   uint64_t seed = 0;
   bool train = true;
   int64_t shuffle_buffer = 1;
+  int64_t micro_batches_per_step = 1;  // train: an epoch holds whole optimiser steps
 };
 
 class ShardPlanner : public BatchPlanner {

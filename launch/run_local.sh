@@ -11,7 +11,10 @@ bin=${VITRAIN_BIN:-$root/${VITRAIN_BUILD_DIR:-build}/vit-train}
 export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 if [ "$np" = 1 ]; then exec "$bin" "$@"; fi
+# Forward the settings the ranks need, those that are set (mpirun warns about each unset one).
+forward=()
+for v in NCCL_NVLS_ENABLE NCCL_DEBUG NCCL_SOCKET_IFNAME NCCL_IB_HCA OMP_NUM_THREADS PATH LD_LIBRARY_PATH; do
+  if [ -n "${!v+x}" ]; then forward+=(-x "$v"); fi
+done
 # --bind-to none: LibTorch and the loader threads manage their own cores.
-exec mpirun -np "$np" --oversubscribe --bind-to none \
-  -x NCCL_NVLS_ENABLE -x NCCL_DEBUG -x NCCL_SOCKET_IFNAME -x NCCL_IB_HCA -x OMP_NUM_THREADS -x PATH -x LD_LIBRARY_PATH \
-  "$bin" "$@"
+exec mpirun -np "$np" --oversubscribe --bind-to none "${forward[@]}" "$bin" "$@"

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs everything vitrain needs on a fresh Debian 12 (or Ubuntu) machine and builds it.
+# Installs everything vitrain needs on a fresh Debian 12 (or Ubuntu 24.04) machine and builds it.
 # Idempotent: packages already there are not reinstalled, the Python environment is reused.
 #
 #   Debian packages: compiler, CMake, Ninja, ccache, Open MPI, yaml-cpp, Boost.Program_options,
 #                    libjpeg-turbo, GoogleTest, python3-venv
 #   LibTorch:        PyPI's torch==2.11.0 (the GPU machines' version) in a virtual environment
 #                    outside the clone, $VITRAIN_VENV (default ~/.cache/vitrain/venv), shared by
-#                    every clone; timm, safetensors, tensorboard, pytest for the tests
+#                    every clone; timm, safetensors, tensorboard, pytest for the tests. PyPI's
+#                    wheel is the CUDA 13.0 build, whose CMake files need the CUDA toolkit (nvcc);
+#                    on a machine without one, the CPU build from download.pytorch.org instead.
 #   Build:           build/ (Release, Ninja); vit-train ends up at build/vit-train
 #
 # Use an existing LibTorch instead: VITRAIN_TORCH_PREFIX=/path/to/libtorch launch/setup.sh
@@ -18,6 +20,7 @@ BUILD_DIR=${VITRAIN_BUILD_DIR:-build}
 TORCH_VERSION=2.11.0
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+have_cuda_toolkit() { command -v nvcc >/dev/null 2>&1 || [ -x "${CUDAToolkit_ROOT:-/usr/local/cuda}/bin/nvcc" ]; }
 
 packages=(build-essential cmake ninja-build ccache pkg-config libopenmpi-dev openmpi-bin libyaml-cpp-dev
           libboost-program-options-dev libjpeg-dev libgtest-dev libgmock-dev python3 python3-venv python3-pip)
@@ -27,6 +30,9 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
+  if [ -n "$SUDO" ] && ! command -v sudo >/dev/null; then
+    echo "setup: not root and no sudo: install these packages as root, then rerun" >&2; exit 2
+  fi
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
 fi
@@ -41,7 +47,17 @@ if [ -z "${VITRAIN_TORCH_PREFIX:-}" ]; then
 assert torch.__version__.split('+')[0] == '$TORCH_VERSION'" >/dev/null 2>&1; then
     echo "setup: installing torch==$TORCH_VERSION (LibTorch), timm, safetensors, tensorboard, pytest into $VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip
+    if ! have_cuda_toolkit; then
+      echo "setup: no CUDA toolkit (nvcc) here: installing the CPU build of torch (download.pytorch.org)"
+      "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu || {
+        echo "setup: could not reach download.pytorch.org; install the CUDA 13.0 toolkit (nvcc) and rerun" >&2; exit 1; }
+    fi
     "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" timm safetensors tensorboard pytest numpy pillow
+  fi
+  if ! have_cuda_toolkit && [ "$("$VENV/bin/python" -c 'import torch; print(torch.version.cuda is not None)')" = True ]; then
+    echo "setup: $VENV holds a CUDA build of torch, whose CMake files need the CUDA toolkit (nvcc), and this" \
+         "machine has none: install the CUDA 13.0 toolkit, or set VITRAIN_VENV to a new path for the CPU build" >&2
+    exit 2
   fi
   TORCH_PREFIX=$("$VENV/bin/python" -c 'import torch; print(torch.utils.cmake_prefix_path)')
   PYTHON="$VENV/bin/python"

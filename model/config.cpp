@@ -42,8 +42,11 @@ void validate(const ModelConfig& c) {
   auto positive = [](int64_t v, const char* key) {
     VIT_CHECK(v > 0, ConfigError, "model.", key, ": must be a positive integer, got ", v);
   };
-  positive(c.height(), "image_size");
-  positive(c.width_px(), "image_size");
+  VIT_CHECK(c.image_height >= 0 && c.image_width >= 0, ConfigError,
+            "model.image_height, model.image_width: must be >= 0 (0 = model.image_size), got ", c.image_height, ", ",
+            c.image_width);
+  positive(c.height(), c.image_height > 0 ? "image_height" : "image_size");
+  positive(c.width_px(), c.image_width > 0 ? "image_width" : "image_size");
   positive(c.patch_size, "patch_size");
   positive(c.channels, "channels");
   positive(c.width, "width");
@@ -66,6 +69,7 @@ void validate(const ModelConfig& c) {
   rate(c.dropout, "dropout");
   rate(c.attn_dropout, "attn_dropout");
   rate(c.drop_path, "drop_path");
+  VIT_CHECK(c.layer_norm_eps > 0, ConfigError, "model.layer_norm_eps: must be positive, got ", c.layer_norm_eps);
   VIT_CHECK(c.pos_embed_interpolation == "bicubic" || c.pos_embed_interpolation == "bilinear", ConfigError,
             "model.pos_embed_interpolation: must be 'bicubic' or 'bilinear', got '", c.pos_embed_interpolation, "'");
 }

@@ -89,9 +89,18 @@ void CheckpointManager::save(int64_t step, const model::NamedTensors& weights, c
     remove_tree(tmp_link.string());
     fs::create_directory_symlink(final_dir.filename(), tmp_link);
     fs::rename(tmp_link, link);
-    // Keep the newest `keep` committed checkpoints.
-    auto all = list_checkpoints(root_);
-    for (size_t i = static_cast<size_t>(config_.keep); i < all.size(); ++i) remove_tree(all[i]);
+    // Keep the newest `keep` committed checkpoints up to this one. A folder never marked
+    // COMMITTED (a job stopped between the rename and the marker) cannot be resumed from: it goes.
+    // A committed one of a later step failed verification when this run resumed from an older
+    // one: it stays for inspection, outside the count, and this run replaces it on reaching its step.
+    int64_t kept = 0;
+    for (const auto& dir : list_checkpoints(root_)) {
+      if (!is_committed(dir)) {
+        remove_tree(dir);
+      } else if (step_of(dir) <= step && ++kept > config_.keep) {
+        remove_tree(dir);
+      }
+    }
   }
   comm.barrier()->wait();
 }
@@ -109,24 +118,33 @@ std::vector<std::string> list_checkpoints(const std::string& root) {
   return out;
 }
 
+bool is_committed(const std::string& dir) { return fs::exists(fs::path(dir) / kCommitted); }
+
 void verify_checkpoint(const std::string& dir) {
   VIT_CHECK(fs::is_directory(dir), CheckpointError, "checkpoint '", dir, "' does not exist");
-  VIT_CHECK(fs::exists(fs::path(dir) / kCommitted), CheckpointError, "checkpoint '", dir,
+  VIT_CHECK(is_committed(dir), CheckpointError, "checkpoint '", dir,
             "' is not committed (no COMMITTED marker: the job stopped while writing it)");
-  Json manifest;
+  struct Entry {
+    std::string name, sha256;
+    int64_t bytes;
+  };
+  std::vector<Entry> entries;
   try {
-    manifest = Json::parse(read_file((fs::path(dir) / kManifest).string()));
+    Json manifest = Json::parse(read_file((fs::path(dir) / kManifest).string()));
+    manifest.at("world_size").as_int();  // load_latest reads it
+    for (const auto& [name, info] : manifest.at("files").as_object())
+      entries.push_back({name, info.at("sha256").as_string(), info.at("bytes").as_int()});
   } catch (const std::exception& e) {
     VIT_THROW(CheckpointError, "checkpoint '", dir, "': unreadable MANIFEST.json: ", e.what());
   }
-  for (const auto& [name, info] : manifest.at("files").as_object()) {
-    fs::path p = fs::path(dir) / name;
-    VIT_CHECK(fs::exists(p), CheckpointError, "checkpoint '", dir, "': file ", name, " listed in MANIFEST.json is missing");
+  for (const auto& f : entries) {
+    fs::path p = fs::path(dir) / f.name;
+    VIT_CHECK(fs::exists(p), CheckpointError, "checkpoint '", dir, "': file ", f.name,
+              " listed in MANIFEST.json is missing");
     std::string bytes = read_file(p.string());
-    VIT_CHECK(static_cast<int64_t>(bytes.size()) == info.at("bytes").as_int(), CheckpointError, "checkpoint '", dir,
-              "': ", name, " has ", bytes.size(), " bytes, the manifest says ", info.at("bytes").as_int(),
-              " (truncated)");
-    VIT_CHECK(sha256_hex(bytes) == info.at("sha256").as_string(), CheckpointError, "checkpoint '", dir, "': ", name,
+    VIT_CHECK(static_cast<int64_t>(bytes.size()) == f.bytes, CheckpointError, "checkpoint '", dir, "': ", f.name,
+              " has ", bytes.size(), " bytes, the manifest says ", f.bytes, " (truncated)");
+    VIT_CHECK(sha256_hex(bytes) == f.sha256, CheckpointError, "checkpoint '", dir, "': ", f.name,
               " does not match its sha256 in MANIFEST.json (corrupt)");
   }
 }
@@ -155,11 +173,13 @@ model::NamedTensors read_checkpoint_weights(const std::string& dir) {
 bool CheckpointManager::load_latest(CheckpointData& out, dist::Communicator& comm) {
   int64_t chosen = -1;
   if (rank_ == 0) {
+    std::vector<std::string> refused;  // committed, yet failing verification
     for (const auto& dir : list_checkpoints(root_)) {
       try {
         verify_checkpoint(dir);
       } catch (const CheckpointError& e) {
         log_warn("refusing ", e.what(), "; trying an older checkpoint");
+        if (is_committed(dir)) refused.push_back(e.what());
         continue;
       }
       // A verified checkpoint of another world size is a user error, not a fallback case:
@@ -171,6 +191,11 @@ bool CheckpointManager::load_latest(CheckpointData& out, dist::Communicator& com
       chosen = step_of(dir);
       break;
     }
+    // Starting over from step 0 would silently throw away the run (say, over a file-system
+    // fault): only a run.dir whose checkpoints were never committed starts fresh.
+    VIT_CHECK(chosen >= 0 || refused.empty(), CheckpointError, "run.dir '", fs::path(root_).parent_path().string(),
+              "' holds ", refused.size(), " committed checkpoint(s) and none verifies (newest: ", refused.empty() ? "" : refused[0],
+              "); restore them, or start over in a new run.dir (or with checkpoint.resume: false after removing them)");
   }
   chosen = broadcast_int(comm, chosen);
   if (chosen < 0) return false;

@@ -63,8 +63,11 @@ class CheckpointManager {
 // directory, the file and what is wrong.
 void verify_checkpoint(const std::string& dir);
 
-// Committed checkpoint directories under `root`, newest first (by step number).
+// Checkpoint directories (step_N) under `root`, committed or not, newest first (by step number).
 std::vector<std::string> list_checkpoints(const std::string& root);
+
+// Whether `dir` carries the COMMITTED marker (written last; verify_checkpoint checks the rest).
+bool is_committed(const std::string& dir);
 
 // A checkpoint directory itself, or the newest verified one under a checkpoints/ root.
 std::string resolve_checkpoint_dir(const std::string& path);

@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cmath>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -155,8 +156,22 @@ void merge(YAML::Node base, const YAML::Node& over) {
   }
 }
 
+// YAML leaves a repeated key to the reader (yaml-cpp keeps both); in a config it is a mistake.
+void check_no_repeated_keys(const YAML::Node& node, const std::string& prefix, const std::string& path) {
+  if (!node.IsMap()) return;
+  std::set<std::string> seen;
+  for (const auto& kv : node) {
+    std::string key = prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>();
+    VIT_CHECK(seen.insert(key).second, ConfigError, where(path, kv.first), ": '", key,
+              "' is given twice in this file; keep one");
+    check_no_repeated_keys(kv.second, key, path);
+  }
+}
+
 YAML::Node load_tree(const std::string& path, Origins& origins, std::set<std::string>& chain) {
   VIT_CHECK(fs::exists(path), ConfigError, "config file '", path, "' does not exist; pass --config with a path to a YAML file (see configs/)");
+  VIT_CHECK(!fs::is_directory(path), ConfigError, "config file '", path,
+            "' is a directory; pass --config with a YAML file (see configs/)");
   std::string canonical = fs::weakly_canonical(path).string();
   VIT_CHECK(!chain.count(canonical), ConfigError, "'", path, "': `base:` chain loops back to this file");
   chain.insert(canonical);
@@ -170,6 +185,7 @@ YAML::Node load_tree(const std::string& path, Origins& origins, std::set<std::st
   }
   if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   VIT_CHECK(root.IsMap(), ConfigError, path, ": the top level must be a mapping of sections (run:, model:, ...)");
+  check_no_repeated_keys(root, "", path);
   YAML::Node merged(YAML::NodeType::Map);
   if (root["base"]) {
     VIT_CHECK(root["base"].IsScalar(), ConfigError, where(path, root["base"]), ": base: must be a file path");
@@ -211,7 +227,10 @@ std::string origin_of(const Origins& origins, const std::string& key, const std:
 
 // A preset fills the model's shape unless a key is given beside it.
 void apply_preset(const YAML::Node& model_node, model::ModelConfig& m) {
-  if (!model_node || !model_node["preset"] || model_node["preset"].as<std::string>().empty()) return;
+  // A `model:` that is not a mapping is reported with the other sections.
+  if (!model_node || !model_node.IsMap() || !model_node["preset"]) return;
+  VIT_CHECK(model_node["preset"].IsScalar(), ConfigError, "model.preset: must be a preset name, got a nested value");
+  if (model_node["preset"].as<std::string>().empty()) return;
   auto shape = model::preset_shape(model_node["preset"].as<std::string>());
   auto given = [&](const char* key) { return static_cast<bool>(model_node[key]); };
   if (!given("image_size")) m.image_size = shape.image_size;
@@ -320,7 +339,11 @@ void validate_for_world(const Config& c, int world_size) {
   }
   VIT_CHECK(c.optim.name == "adamw" || c.optim.name == "sgd", ConfigError, "optim.name: must be adamw or sgd, got '",
             c.optim.name, "'");
-  VIT_CHECK(c.optim.lr > 0, ConfigError, "optim.lr: must be positive, got ", c.optim.lr);
+  VIT_CHECK(c.optim.lr > 0 && std::isfinite(c.optim.lr), ConfigError, "optim.lr: must be a positive number, got ",
+            c.optim.lr);
+  VIT_CHECK(c.optim.momentum >= 0 && c.optim.momentum < 1, ConfigError, "optim.momentum: must be in [0, 1), got ",
+            c.optim.momentum);
+  VIT_CHECK(c.optim.eps > 0, ConfigError, "optim.eps: must be positive, got ", c.optim.eps);
   VIT_CHECK(c.optim.weight_decay >= 0, ConfigError, "optim.weight_decay: must be >= 0");
   VIT_CHECK(c.optim.beta1 >= 0 && c.optim.beta1 < 1 && c.optim.beta2 >= 0 && c.optim.beta2 < 1, ConfigError,
             "optim.beta1: betas must be in [0, 1)");
@@ -369,6 +392,30 @@ std::string to_yaml(const Config& const_config) {
   if (!current.empty()) out << YAML::EndMap;
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
+}
+
+std::vector<std::string> changes_that_block_resume(const Config& saved, const Config& now) {
+  // What a resumed run may change: where files are, how fast it runs, what it logs and how often
+  // it evaluates and checkpoints. Everything else decides the model, the data order, the batch or
+  // the schedule, which the saved weights, optimiser state and loader positions belong to.
+  static const std::set<std::string> may_change = {
+      "run.name", "run.dir", "model.init_from", "model.fused_norm", "model.fused_bias_grad", "data.path",
+      "data.eval_path", "data.num_workers", "data.prefetch_batches", "data.on_corrupt", "data.device_resident",
+      "train.eval_every_steps", "train.cuda_graph", "train.attention", "train.gemm_autotune", "distributed.backend",
+      "distributed.bucket_mb", "distributed.compress_bf16", "distributed.timeout_s", "distributed.check_every_steps",
+      "distributed.on_nonfinite", "checkpoint.every_steps", "checkpoint.keep", "checkpoint.resume",
+      "logging.every_steps", "logging.tensorboard", "logging.progress", "logging.profile_step"};
+  Config a = saved, b = now;  // the schema binds mutable members
+  auto fa = schema(a), fb = schema(b);
+  std::vector<std::string> out;
+  for (size_t i = 0; i < fa.size(); ++i) {
+    if (may_change.count(fa[i].key)) continue;
+    YAML::Emitter ea, eb;
+    fa[i].write(ea);
+    fb[i].write(eb);
+    if (std::string(ea.c_str()) != eb.c_str()) out.push_back(str(fa[i].key, ": ", ea.c_str(), " -> ", eb.c_str()));
+  }
+  return out;
 }
 
 }  // namespace vit::train

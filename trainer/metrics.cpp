@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
 #include "core/errors.h"
@@ -13,7 +14,10 @@ namespace vit::train {
 
 MetricsLog::MetricsLog(const std::string& run_dir, const LoggingConfig& config, bool enabled, int64_t total_steps)
     : enabled_(enabled), total_steps_(total_steps), start_(std::chrono::steady_clock::now()) {
-  bar_ = config.progress == "bar" || (config.progress == "auto" && isatty(STDOUT_FILENO));
+  // mpirun hands every rank a pseudo-terminal even when its own output goes to a file, so a
+  // terminal is only believed outside it.
+  const bool terminal = isatty(STDOUT_FILENO) && std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr;
+  bar_ = config.progress == "bar" || (config.progress == "auto" && terminal);
   if (!enabled_) return;
   std::filesystem::create_directories(run_dir);
   std::string path = run_dir + "/metrics.jsonl";

@@ -30,7 +30,7 @@ Optimizer::Optimizer(const OptimConfig& config, const model::NamedTensors& param
       g.exp_avgs.push_back(torch::zeros_like(p));
       g.exp_avg_sqs.push_back(torch::zeros_like(p));
       g.steps.push_back(torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(device)));
-    } else {
+    } else if (config.momentum > 0) {  // plain SGD keeps no buffers (the fused kernel wants none)
       g.momentum.push_back(torch::zeros_like(p));
     }
   }
@@ -107,7 +107,7 @@ model::NamedTensors Optimizer::state() const {
         out.emplace_back("exp_avg." + g.names[i], g.exp_avgs[i]);
         out.emplace_back("exp_avg_sq." + g.names[i], g.exp_avg_sqs[i]);
         out.emplace_back("step." + g.names[i], g.steps[i]);
-      } else {
+      } else if (!g.momentum.empty()) {
         out.emplace_back("momentum." + g.names[i], g.momentum[i]);
       }
     }
@@ -134,7 +134,7 @@ void Optimizer::load_state(const model::NamedTensors& state, const std::string& 
         fetch("exp_avg." + g.names[i], g.exp_avgs[i]);
         fetch("exp_avg_sq." + g.names[i], g.exp_avg_sqs[i]);
         fetch("step." + g.names[i], g.steps[i]);
-      } else {
+      } else if (!g.momentum.empty()) {
         fetch("momentum." + g.names[i], g.momentum[i]);
       }
     }

@@ -32,7 +32,15 @@ void StepProfiler::before_step(int64_t step) {
 }
 
 void StepProfiler::after_step(int64_t step) {
-  if (!active_ || step != first_ + kSteps - 1) return;
+  if (active_ && step == first_ + kSteps - 1) stop(step);
+}
+
+void StepProfiler::finish(int64_t last_step) {
+  if (active_) stop(last_step);  // the run ended inside the window: report the steps it holds
+}
+
+void StepProfiler::stop(int64_t last_step) {
+  const int64_t steps = std::max<int64_t>(1, last_step - first_ + 1);
   if (device_.is_cuda()) torch::cuda::synchronize(device_.index());
   const double wall_us =
       std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start_).count();
@@ -56,14 +64,14 @@ void StepProfiler::after_step(int64_t step) {
   }
   std::vector<std::pair<std::string, std::pair<double, int64_t>>> rows(by_name.begin(), by_name.end());
   std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
-  log_info("profile of steps ", first_, "-", first_ + kSteps - 1, ": wall ", format_duration(wall_us / 1e6),
-           " per step ", format_duration(wall_us / 1e6 / kSteps), ", GPU busy ",
-           static_cast<int>(100.0 * gpu_us / std::max(wall_us, 1.0)), "%, ", launches / kSteps,
+  log_info("profile of steps ", first_, "-", last_step, ": wall ", format_duration(wall_us / 1e6),
+           " per step ", format_duration(wall_us / 1e6 / steps), ", GPU busy ",
+           static_cast<int>(100.0 * gpu_us / std::max(wall_us, 1.0)), "%, ", launches / steps,
            " GPU activities per step; trace: ", path);
   for (size_t i = 0; i < std::min<size_t>(rows.size(), 20); ++i) {
     const auto& [name, v] = rows[i];
     log_info(str("  ", static_cast<int>(1000.0 * v.first / std::max(gpu_us, 1.0)) / 10.0, "% ",
-                 format_duration(v.first / 1e6 / kSteps), "/step x", v.second / kSteps, "  ", name.substr(0, 110)));
+                 format_duration(v.first / 1e6 / steps), "/step x", v.second / steps, "  ", name.substr(0, 110)));
   }
 }
 

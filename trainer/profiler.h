@@ -19,12 +19,16 @@ class StepProfiler {
   StepProfiler(const std::string& run_dir, int64_t first_step, int rank, const torch::Device& device);
   void before_step(int64_t step);  // step: 1-based number of the step about to run
   void after_step(int64_t step);
+  // At the end of training: a window the run did not fill is stopped and reported here (a
+  // profiler left running crashes the process at exit).
+  void finish(int64_t last_step);
 
  private:
   std::string run_dir_;
   int64_t first_;
   int rank_;
   torch::Device device_;
+  void stop(int64_t last_step);
   bool active_ = false;
   std::chrono::steady_clock::time_point start_;
 };

@@ -126,13 +126,11 @@ Trainer::Trainer(const Config& config, const dist::LaunchInfo& launch) : config_
   lo.num_classes = config_.model.num_classes;
   lo.image_dtype = bf16_ ? torch::kBFloat16 : torch::kFloat32;  // autocast's patch embedding takes bf16
   lo.train = true;
+  lo.micro_batches_per_step = accumulation_;
   train_loader_ = data::make_loader(config_.data, lo);
   lo.train = false;
   eval_loader_ = data::make_loader(config_.data, lo);
-  steps_per_epoch_ = std::max<int64_t>(1, train_loader_->steps_per_epoch() / accumulation_);
-  VIT_CHECK(train_loader_->steps_per_epoch() >= accumulation_, ConfigError, "train.global_batch_size: ",
-            config_.train.global_batch_size, " is larger than the data set can fill once per epoch (",
-            train_loader_->num_samples(), " samples); lower it or train.micro_batch_size");
+  steps_per_epoch_ = train_loader_->steps_per_epoch() / accumulation_;  // whole optimiser steps (sampler.h)
   total_steps_ = config_.train.steps > 0 ? config_.train.steps : config_.train.epochs * steps_per_epoch_;
 
   build_model();
@@ -141,6 +139,9 @@ Trainer::Trainer(const Config& config, const dist::LaunchInfo& launch) : config_
                                                      launch_.world_size);
   metrics_ = std::make_unique<MetricsLog>(config_.run.dir, config_.logging, rank0, total_steps_);
   profiler_ = std::make_unique<StepProfiler>(config_.run.dir, config_.logging.profile_step, launch_.rank, device_);
+  if (rank0 && config_.logging.profile_step > total_steps_)
+    log_warn("logging.profile_step: ", config_.logging.profile_step, " is past this run's last step (", total_steps_,
+             "); nothing will be profiled");
 
   auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device_);
   loss_sum_ = torch::zeros({}, f32);
@@ -213,7 +214,10 @@ void Trainer::initialise_from_pretrained() {
   for (const auto& r : report.resampled) log_info("  resampled ", r);
   if (!report.dropped.empty()) log_info("  dropped (pretraining head): ", join(report.dropped, ", "));
   if (!report.initialised.empty())
-    log_info("  newly initialised (zeros, ", config_.model.num_classes, " classes): ", join(report.initialised, ", "));
+    log_info("  newly initialised (", config_.model.num_classes, " classes, ",
+             config_.model.zero_head() ? "head.* zeros" : "head.weight truncated normal",
+             config_.model.head == "mlp" ? ", pre_logits.fc.weight truncated normal" : "", "): ",
+             join(report.initialised, ", "));
 }
 
 Json Trainer::rank_state() const {
@@ -241,9 +245,31 @@ void Trainer::restore_rank_state(const Json& s) {
 }
 
 bool Trainer::resume() {
-  if (!config_.checkpoint.resume) return false;
+  if (!config_.checkpoint.resume) {
+    // A fresh run's checkpoints would interleave with an earlier run's by step number (a later
+    // resume or pruning would pick the wrong ones). Rank 0 throws; main aborts every rank.
+    std::vector<std::string> existing;
+    for (const auto& dir : list_checkpoints(checkpoints_->root()))
+      if (is_committed(dir)) existing.push_back(dir);
+    VIT_CHECK(launch_.rank != 0 || existing.empty(), ConfigError, "checkpoint.resume: false, but run.dir '",
+              config_.run.dir, "' already holds checkpoints of an earlier run (", existing.empty() ? "" : existing[0],
+              "); use a new run.dir, delete them, or set checkpoint.resume: true to continue that run");
+    return false;
+  }
   CheckpointData ckpt;
   if (!checkpoints_->load_latest(ckpt, *host_comm_)) return false;
+  {
+    Config saved;
+    try {
+      saved = load_config(ckpt.dir + "/config.yaml");
+    } catch (const std::exception& e) {
+      VIT_THROW(CheckpointError, "checkpoint '", ckpt.dir, "': cannot read the config it was written with: ", e.what());
+    }
+    auto changes = changes_that_block_resume(saved, config_);
+    VIT_CHECK(changes.empty(), ConfigError, "cannot resume from '", ckpt.dir, "': the config changed since (",
+              join(changes, "; "), "), and the saved weights, optimiser state, data position and schedule belong "
+              "to the old values; restore them, or use a new run.dir (model.init_from can start it from these weights)");
+  }
   {
     torch::NoGradGuard no_grad;
     std::map<std::string, torch::Tensor> by_name(ckpt.weights.begin(), ckpt.weights.end());
@@ -492,6 +518,7 @@ RunSummary Trainer::fit() {
       break;
     }
   }
+  profiler_->finish(step_);
   if (!summary.preempted && step_ > first_step) save_checkpoint();
   summary.steps = step_;
   summary.train_seconds = seconds_since(t0);

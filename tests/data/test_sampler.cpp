@@ -27,6 +27,24 @@ TEST(Sampler, TrainDropsTailAndSplitsDisjointly) {
   EXPECT_EQ(seen.size(), 8u);
 }
 
+TEST(Sampler, TrainEpochHoldsWholeOptimiserSteps) {
+  // World 2, B = 2, 3 micro-batches per optimiser step: a global batch of 12. N = 30 gives
+  // floor(30 / 12) = 2 optimiser steps = 6 micro-batch steps and 24 samples, where micro-batches
+  // alone would give floor(30 / 4) = 7 (and a step straddling two epochs); N = 26 gives 6 too.
+  for (int64_t n : {26, 30}) {
+    std::set<int64_t> seen;
+    for (int r = 0; r < 2; ++r) {
+      ShardedSampler s({n, r, 2, 2, 7, true, 3});
+      EXPECT_EQ(s.steps_per_epoch(), 6) << n;
+      for (int64_t step = 0; step < s.steps_per_epoch(); ++step)
+        for (int64_t i : s.indices(0, step)) EXPECT_TRUE(seen.insert(i).second) << "sample " << i << " twice";
+    }
+    EXPECT_EQ(seen.size(), 24u) << n;
+  }
+  ShardedSampler eval({30, 0, 2, 2, 7, false, 3});  // evaluation ignores it: every sample once
+  EXPECT_EQ(eval.steps_per_epoch(), 8);
+}
+
 TEST(Sampler, PositionsFollowTheDocumentedFormula) {
   // p = (step * world + rank) * B + j indexes the epoch permutation.
   ShardedSampler s({30, 1, 3, 2, 5, true});

@@ -59,3 +59,33 @@ def test_print_config_is_complete_yaml():
     assert resolved["model"]["width"] == 384  # inherited from the pretraining config
     assert set(resolved) == {"run", "model", "data", "optim", "schedule", "train", "distributed", "checkpoint",
                              "logging"}
+
+
+def test_malformed_sections_and_a_directory_name_the_file(tmp_path):
+    for text, expected in [("model: 5\n", "'model' must be a mapping of keys"),
+                           ("model:\n  preset: [a]\n", "model.preset: must be a preset name")]:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        proc = run(["--config", str(bad)], check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert "bad.yaml" in proc.stderr and expected in proc.stderr, proc.stderr
+    proc = run(["--config", str(tmp_path)], check=False)
+    assert proc.returncode == 2 and "is a directory" in proc.stderr, proc.stderr
+
+
+def test_profile_window_past_the_end_is_reported_at_the_end(tmp_path):
+    # Training ends inside the 5-step window: the profiler stops with the steps it holds (a
+    # profiler left running crashed the process at exit).
+    from vitrun import TINY
+    proc = run(["--config", "configs/quickstart.yaml"] + sets(
+        TINY + [f"run.dir={tmp_path}", "train.steps=3", "logging.profile_step=2", "train.eval_every_steps=1000"]))
+    assert "profile of steps 2-3" in proc.stdout + proc.stderr
+    assert (tmp_path / "profile_rank0.json").exists()
+
+
+def test_a_key_given_twice_is_named_with_its_line(tmp_path):
+    bad = tmp_path / "twice.yaml"
+    bad.write_text("base: " + str(SOURCE_DIR / "configs/quickstart.yaml") + "\nmodel:\n  depth: 3\n  depth: 4\n")
+    proc = run(["--config", str(bad)], check=False)
+    assert proc.returncode == 2
+    assert "twice.yaml:4" in proc.stderr and "'model.depth' is given twice" in proc.stderr, proc.stderr

@@ -31,5 +31,33 @@ TEST(Optimizer, AdamWFirstStepByHandAndNoGradientKeptAfterwards) {
   EXPECT_FALSE(w.grad().defined());
 }
 
+TEST(Optimizer, SgdByHandWithAndWithoutMomentum) {
+  // torch.optim.SGD: g' = g + wd * w (coupled decay); buf = g' on the first step, then
+  // momentum * buf + g'; w -= lr * buf. Momentum 0 keeps no buffer (plain SGD) and saves none.
+  for (double momentum : {0.0, 0.9}) {
+    OptimConfig c;
+    c.name = "sgd";
+    c.momentum = momentum;
+    c.weight_decay = 0.5;
+    c.clip_grad_norm = 0.0;
+    auto w = torch::tensor({1.0f}).requires_grad_(true);
+    Optimizer opt(c, {{"w", w}});
+    opt.set_lr(0.1);
+    w.mutable_grad() = torch::tensor({2.0f});
+    opt.step();
+    double g1 = 2.0 + 0.5 * 1.0, w1 = 1.0 - 0.1 * g1;  // 0.75
+    EXPECT_NEAR(w.item<double>(), w1, 1e-6) << momentum;
+    w.mutable_grad() = torch::tensor({2.0f});
+    opt.step();
+    double g2 = 2.0 + 0.5 * w1, buf = momentum * g1 + g2;
+    EXPECT_NEAR(w.item<double>(), w1 - 0.1 * buf, 1e-6) << momentum;
+    bool saves_buffer = false;
+    for (const auto& [name, t] : opt.state()) saves_buffer |= name.rfind("momentum.", 0) == 0;
+    EXPECT_EQ(saves_buffer, momentum > 0);
+    Optimizer again(c, {{"w", w}});
+    again.load_state(opt.state(), "state");  // round trip: nothing missing, nothing extra needed
+  }
+}
+
 }  // namespace
 }  // namespace vit::train

@@ -20,7 +20,7 @@ def test_quickstart_pipeline(tmp_path):
     log = ft.stdout + ft.stderr
     assert "resampled pos_embed: grid 4x4 -> 6x6 (bicubic)" in log, log
     assert "dropped (pretraining head): pre_logits.fc.weight, pre_logits.fc.bias, head.weight, head.bias" in log, log
-    assert "newly initialised (zeros, 10 classes): head.weight, head.bias" in log, log
+    assert "newly initialised (10 classes, head.* zeros): head.weight, head.bias" in log, log
     ft_summary = json.loads((ft_dir / "summary.json").read_text())
     assert ft_summary["eval_accuracy"] >= pre_summary["eval_accuracy"] - 0.01, (pre_summary, ft_summary)
 
@@ -70,7 +70,7 @@ def test_timm_safetensors_initialises_a_finetune_run(tmp_path):
     assert "resampled pos_embed: grid 4x4 -> 6x6 (bicubic)" in log, log
     dropped = [l for l in log.splitlines() if "dropped (pretraining head):" in l]
     assert len(dropped) == 1 and sorted(dropped[0].split(": ")[-1].split(", ")) == ["head.bias", "head.weight"], log
-    assert "newly initialised (zeros, 10 classes): head.weight, head.bias" in log, log
+    assert "newly initialised (10 classes, head.* zeros): head.weight, head.bias" in log, log
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 8
 
     # Weights of another width are refused with the key and both shapes.

@@ -73,3 +73,51 @@ def test_stop_signal_writes_checkpoint_and_exits_75(tmp_path, np):
     assert code == 75, (tmp_path / "stop.log").read_text()
     checkpoints = [p for p in (dir_ / "checkpoints").iterdir() if p.name.startswith("step_")]
     assert len(checkpoints) == 1 and (checkpoints[0] / "COMMITTED").exists()
+
+
+def quick(run_dir, extra=()):
+    return ["--config", "configs/quickstart.yaml"] + sets(
+        TINY + [f"run.dir={run_dir}", "train.steps=4", "checkpoint.every_steps=2", "checkpoint.keep=1",
+                "train.eval_every_steps=1000"] + list(extra))
+
+
+@pytest.mark.parametrize("np", [1, 2])
+def test_resume_refuses_a_changed_config_and_a_fresh_run_over_old_checkpoints(tmp_path, np):
+    dir_ = tmp_path / "run"
+    run(quick(dir_), np=np)
+    # The saved data position counts micro-batches of 32: another size would repeat samples.
+    proc = run(quick(dir_, ["train.micro_batch_size=16", "train.steps=8"]), np=np, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "cannot resume from" in out and "train.micro_batch_size: 32 -> 16" in out and "train.steps: 4 -> 8" in out, out
+    # Where files are, speed switches and logging may change.
+    proc = run(quick(dir_, ["logging.every_steps=2", "data.num_workers=2", "checkpoint.keep=2"]), np=np)
+    assert "resumed from" in proc.stdout + proc.stderr
+    # A fresh run would interleave its checkpoints with these by step number.
+    proc = run(quick(dir_, ["checkpoint.resume=false"]), np=np, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "already holds checkpoints of an earlier run" in out, out
+
+
+def test_pruning_keeps_the_new_checkpoint_next_to_debris_of_a_later_step(tmp_path):
+    # A step_10 folder never marked COMMITTED (a job stopped between the rename and the marker):
+    # resume skips it, and pruning must neither keep it in place of the new checkpoints nor
+    # leave `latest` pointing at a removed one.
+    dir_ = tmp_path / "run"
+    (dir_ / "checkpoints" / "step_00000010").mkdir(parents=True)
+    run(quick(dir_))
+    names = sorted(p.name for p in (dir_ / "checkpoints").iterdir())
+    assert names == ["latest", "step_00000004"], names
+    assert (dir_ / "checkpoints" / "latest").resolve().name == "step_00000004"
+
+
+def test_every_checkpoint_failing_verification_stops_the_job(tmp_path):
+    dir_ = tmp_path / "run"
+    run(quick(dir_, ["checkpoint.keep=2"]))
+    for weights in (dir_ / "checkpoints").glob("step_*/model.safetensors"):
+        weights.write_bytes(weights.read_bytes()[:1000])  # truncated
+    proc = run(quick(dir_, ["checkpoint.keep=2"]), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "holds 2 committed checkpoint(s) and none verifies" in out and "(truncated)" in out, out
+    assert "step 1/" not in out  # it did not start over
