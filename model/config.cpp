@@ -54,9 +54,13 @@ void validate(const ModelConfig& c) {
   positive(c.num_heads, "num_heads");
   positive(c.mlp_dim, "mlp_dim");
   positive(c.num_classes, "num_classes");
-  VIT_CHECK(c.height() % c.patch_size == 0 && c.width_px() % c.patch_size == 0, ConfigError,
-            "model.image_size: ", c.height(), "x", c.width_px(), " is not divisible by model.patch_size ",
-            c.patch_size, "; choose an image size that is a multiple of the patch size");
+  const bool height_off = c.height() % c.patch_size != 0, width_off = c.width_px() % c.patch_size != 0;
+  const char* key = height_off && c.image_height > 0   ? "model.image_height"
+                    : !height_off && c.image_width > 0 ? "model.image_width"
+                                                       : "model.image_size";
+  VIT_CHECK(!height_off && !width_off, ConfigError, key, ": ", c.height(), "x", c.width_px(),
+            " is not divisible by model.patch_size ", c.patch_size,
+            "; choose an image size that is a multiple of the patch size");
   VIT_CHECK(c.width % c.num_heads == 0, ConfigError, "model.width: ", c.width,
             " is not divisible by model.num_heads ", c.num_heads);
   VIT_CHECK(c.head == "mlp" || c.head == "linear", ConfigError, "model.head: must be 'mlp' or 'linear', got '",

@@ -153,8 +153,12 @@ std::string resolve_checkpoint_dir(const std::string& path) {
   VIT_CHECK(fs::exists(path), CheckpointError, "checkpoint '", path,
             "' does not exist; run the pretraining stage first or fix model.init_from");
   if (fs::exists(fs::path(path) / kManifest) || fs::exists(fs::path(path) / kCommitted)) return path;
+  // A run.dir: its checkpoints/ folder.
+  const std::string root = list_checkpoints(path).empty() && fs::is_directory(fs::path(path) / "checkpoints")
+                               ? (fs::path(path) / "checkpoints").string()
+                               : path;
   // A checkpoints/ root: the newest checkpoint that verifies.
-  for (const auto& dir : list_checkpoints(path)) {
+  for (const auto& dir : list_checkpoints(root)) {
     try {
       verify_checkpoint(dir);
       return dir;
@@ -162,7 +166,8 @@ std::string resolve_checkpoint_dir(const std::string& path) {
       log_warn("refusing ", e.what(), "; trying an older checkpoint");
     }
   }
-  VIT_THROW(CheckpointError, "'", path, "' holds no committed checkpoint that verifies");
+  VIT_THROW(CheckpointError, "'", path, "' holds no committed checkpoint that verifies (name a checkpoint, a "
+            "checkpoints/ folder or a run.dir of a finished pretraining run)");
 }
 
 model::NamedTensors read_checkpoint_weights(const std::string& dir) {

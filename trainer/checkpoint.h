@@ -69,7 +69,8 @@ std::vector<std::string> list_checkpoints(const std::string& root);
 // Whether `dir` carries the COMMITTED marker (written last; verify_checkpoint checks the rest).
 bool is_committed(const std::string& dir);
 
-// A checkpoint directory itself, or the newest verified one under a checkpoints/ root.
+// A checkpoint directory itself, or the newest verified one under a checkpoints/ root or under
+// a run.dir's checkpoints/.
 std::string resolve_checkpoint_dir(const std::string& path);
 
 // Reads model.safetensors of a verified checkpoint directory (the fine-tune stage's init_from).

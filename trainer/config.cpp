@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <functional>
@@ -168,7 +169,11 @@ void check_no_repeated_keys(const YAML::Node& node, const std::string& prefix, c
   }
 }
 
-YAML::Node load_tree(const std::string& path, Origins& origins, std::set<std::string>& chain) {
+// `named_by`: where a `base:` named this file ("" for the --config file itself).
+YAML::Node load_tree(const std::string& path, Origins& origins, std::set<std::string>& chain,
+                     const std::string& named_by = "") {
+  VIT_CHECK(named_by.empty() || fs::exists(path), ConfigError, named_by, ": base: '", path,
+            "' does not exist; a base path is relative to the file that names it");
   VIT_CHECK(fs::exists(path), ConfigError, "config file '", path, "' does not exist; pass --config with a path to a YAML file (see configs/)");
   VIT_CHECK(!fs::is_directory(path), ConfigError, "config file '", path,
             "' is a directory; pass --config with a YAML file (see configs/)");
@@ -190,7 +195,7 @@ YAML::Node load_tree(const std::string& path, Origins& origins, std::set<std::st
   if (root["base"]) {
     VIT_CHECK(root["base"].IsScalar(), ConfigError, where(path, root["base"]), ": base: must be a file path");
     fs::path base_path = fs::path(path).parent_path() / root["base"].as<std::string>();
-    merged = load_tree(base_path.string(), origins, chain);
+    merged = load_tree(base_path.string(), origins, chain, where(path, root["base"]));
     root.remove("base");
   }
   record_origins(root, "", path, origins);
@@ -311,7 +316,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   } catch (const ConfigError& e) {
     // Name the file that set the offending key when the message starts with a key path.
     std::string msg = e.what();
-    std::string key = msg.substr(0, msg.find(':'));
+    std::string key = msg.substr(0, std::min(msg.find(':'), msg.find(' / ')));  // "data.mean / data.std: ..."
     VIT_THROW(ConfigError, origin_of(origins, key, path), ": ", msg);
   }
   return config;

@@ -188,7 +188,7 @@ void Trainer::initialise_from_pretrained() {
   model::NamedTensors weights;
   model::TransferOptions options;
   if (fs::is_directory(source)) {
-    source = resolve_checkpoint_dir(source);
+    source = resolve_checkpoint_dir(source);  // a checkpoint, a checkpoints/ folder or a run.dir
     weights = read_checkpoint_weights(source);
     // The pretraining run's config tells its patch grid (non-square grids need it).
     if (fs::exists(source + "/config.yaml")) {
@@ -199,6 +199,8 @@ void Trainer::initialise_from_pretrained() {
       options.source_grid_h = pre.model.grid_h();
       options.source_grid_w = pre.model.grid_w();
     }
+  } else if ((ends_with(source, ".safetensors") || ends_with(source, ".npz")) && !fs::exists(source)) {
+    VIT_THROW(ConfigError, "model.init_from: '", source, "' does not exist; fix the path");
   } else if (ends_with(source, ".safetensors")) {
     weights = model::read_safetensors(source).tensors;
   } else if (ends_with(source, ".npz")) {
@@ -207,7 +209,7 @@ void Trainer::initialise_from_pretrained() {
     VIT_CHECK(fs::exists(source), ConfigError, "model.init_from: '", source,
               "' does not exist; run the pretraining stage first or fix the path");
     VIT_THROW(ConfigError, "model.init_from: '", source,
-              "' is neither a checkpoint directory nor a .safetensors file; check the path");
+              "' is neither a checkpoint directory nor a .safetensors or .npz file; check the path");
   }
   auto report = model::load_pretrained(model_, weights, options, source);
   log_info("init_from ", source, ": loaded ", report.loaded.size(), " tensors unchanged");

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from vitrun import metrics, run, sets
+from vitrun import TINY, metrics, run, sets
 
 
 def test_quickstart_pipeline(tmp_path):
@@ -82,3 +82,16 @@ def test_timm_safetensors_initialises_a_finetune_run(tmp_path):
         [f"run.dir={tmp_path / 'bad'}", f"model.init_from={bad}"]), check=False)
     assert proc.returncode != 0
     assert "cls_token: source shape [1, 1, 96] vs model [1, 1, 64]" in proc.stderr, proc.stderr
+
+
+def test_init_from_a_run_dir_and_a_missing_weights_file(tmp_path):
+    pre_dir = tmp_path / "pre"
+    run(["--config", "configs/quickstart.yaml"] + sets(TINY + [f"run.dir={pre_dir}", "train.steps=2"]))
+    # The pretraining run.dir itself names its newest checkpoint.
+    proc = run(["--config", "configs/quickstart_finetune.yaml"] + sets(
+        TINY + [f"run.dir={tmp_path / 'ft'}", f"model.init_from={pre_dir}", "train.steps=1",
+                "train.eval_every_steps=1000"]))
+    assert f"init_from {pre_dir}/checkpoints/step_00000002" in proc.stdout + proc.stderr
+    proc = run(["--config", "configs/quickstart_finetune.yaml"] + sets(
+        TINY + [f"run.dir={tmp_path / 'ft2'}", "model.init_from=nowhere/vit.safetensors"]), check=False)
+    assert proc.returncode == 2 and "model.init_from: 'nowhere/vit.safetensors' does not exist" in proc.stderr, proc.stderr
