@@ -94,12 +94,12 @@ std::unique_ptr<Loader> make_loader(const DataConfig& config, const LoaderOption
                           options.micro_batches_per_step};
     loader = make_stream_loader(source, std::make_shared<ShardPlanner>(*source, plan), config, options);
   }
-  const int64_t per_step = options.world_size * options.micro_batch_size * (train ? options.micro_batches_per_step : 1);
-  VIT_CHECK(loader->steps_per_epoch() > 0, DataError, "data: the ", split, " split has ", loader->num_samples(),
-            " samples, fewer than one ",
-            train ? "optimiser step's global batch" : "step's", " (", per_step,
-            " = world_size x micro_batch_size", train ? " x accumulated micro-batches" : "",
-            "); lower train.global_batch_size or train.micro_batch_size, or use more data");
+  VIT_CHECK(train || loader->steps_per_epoch() > 0, DataError, "data: the ", split, " split holds no samples");
+  const int64_t per_step = options.world_size * options.micro_batch_size * options.micro_batches_per_step;
+  VIT_CHECK(loader->steps_per_epoch() > 0, ConfigError, "train.global_batch_size: the ", split, " split has ",
+            loader->num_samples(), " samples, fewer than one optimiser step's global batch (", per_step,
+            " = world_size x micro_batch_size x accumulated micro-batches); lower train.global_batch_size or "
+            "train.micro_batch_size, or use more data");
   return loader;
 }
 

@@ -6,8 +6,9 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 np=1
-if [ "${1:-}" = "-n" ]; then np=$2; shift 2; fi
-pretrain=$1 finetune=$2
+usage="usage: launch/pipeline_local.sh [-n NP] PRETRAIN.yaml FINETUNE.yaml [--set key=value ...]"
+if [ "${1:-}" = "-n" ]; then np=${2:?$usage}; shift 2; fi
+pretrain=${1:?$usage} finetune=${2:?$usage}
 shift 2
 echo "== stage 1: pretraining ($pretrain)"
 "$here/run_local.sh" -n "$np" --config "$pretrain" "$@"

@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 bash launch/setup.sh
 rm -rf runs/quickstart
 np_args=()  # -n NP: that many ranks (MPI on CPUs, one per GPU)
-if [ "${1:-}" = "-n" ]; then np_args=(-n "$2"); shift 2; fi
+if [ "${1:-}" = "-n" ]; then np_args=(-n "${2:?usage: launch/quickstart.sh [-n NP] [--set key=value ...]}"); shift 2; fi
 bash launch/pipeline_local.sh "${np_args[@]}" configs/quickstart.yaml configs/quickstart_finetune.yaml "$@"

@@ -80,9 +80,12 @@ TransferReport load_pretrained(VisionTransformer& model, const NamedTensors& sou
         old_h = old_w = side;
       }
       if (1 + old_h * old_w != value.size(1)) {
-        problems.push_back(str("pos_embed: the source has ", value.size(1) - 1,
-                               " patch tokens, not a square grid, and does not say its grid (only a vitrain "
-                               "checkpoint directory does, in its config.yaml)"));
+        problems.push_back(options.source_grid_h > 0 && options.source_grid_w > 0
+                               ? str("pos_embed: the source has ", value.size(1) - 1, " patch tokens, its config a ",
+                                     old_h, "x", old_w, " grid")
+                               : str("pos_embed: the source has ", value.size(1) - 1,
+                                     " patch tokens, not a square grid, and does not say its grid (only a vitrain "
+                                     "checkpoint directory does, in its config.yaml)"));
         continue;
       }
       if (old_h == c.grid_h() && old_w == c.grid_w()) {

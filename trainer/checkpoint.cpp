@@ -91,13 +91,14 @@ void CheckpointManager::save(int64_t step, const model::NamedTensors& weights, c
     fs::rename(tmp_link, link);
     // Keep the newest `keep` committed checkpoints up to this one. A folder never marked
     // COMMITTED (a job stopped between the rename and the marker) cannot be resumed from: it goes.
-    // A committed one of a later step failed verification when this run resumed from an older
-    // one: it stays for inspection, outside the count, and this run replaces it on reaching its step.
+    // A committed one that failed verification when this run resumed stays for inspection,
+    // outside the count (this run replaces it if it reaches its step); so does any of a later step.
+    refused_.erase(final_dir.string());
     int64_t kept = 0;
     for (const auto& dir : list_checkpoints(root_)) {
       if (!is_committed(dir)) {
         remove_tree(dir);
-      } else if (step_of(dir) <= step && ++kept > config_.keep) {
+      } else if (step_of(dir) <= step && !refused_.count(dir) && ++kept > config_.keep) {
         remove_tree(dir);
       }
     }
@@ -175,6 +176,19 @@ model::NamedTensors read_checkpoint_weights(const std::string& dir) {
   return model::read_safetensors((fs::path(dir) / "model.safetensors").string()).tensors;
 }
 
+void CheckpointManager::start_afresh() {
+  if (rank_ != 0) return;
+  bool any = false;
+  for (const auto& dir : list_checkpoints(root_)) any |= is_committed(dir);
+  if (!any) return;
+  const std::string previous = root_ + ".previous";
+  remove_tree(previous);
+  fs::rename(root_, previous);
+  fsync_directory(fs::path(root_).parent_path().string());
+  log_warn("checkpoint.resume: false: moved the checkpoints of an earlier run in this run.dir to ", previous,
+           " (replacing any there)");
+}
+
 bool CheckpointManager::load_latest(CheckpointData& out, dist::Communicator& comm) {
   int64_t chosen = -1;
   if (rank_ == 0) {
@@ -184,7 +198,10 @@ bool CheckpointManager::load_latest(CheckpointData& out, dist::Communicator& com
         verify_checkpoint(dir);
       } catch (const CheckpointError& e) {
         log_warn("refusing ", e.what(), "; trying an older checkpoint");
-        if (is_committed(dir)) refused.push_back(e.what());
+        if (is_committed(dir)) {
+          refused.push_back(e.what());
+          refused_.insert(dir);
+        }
         continue;
       }
       // A verified checkpoint of another world size is a user error, not a fallback case:

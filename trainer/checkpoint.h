@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,11 @@ class CheckpointManager {
   // Returns false when there is none.
   bool load_latest(CheckpointData& out, dist::Communicator& comm);
 
+  // checkpoint.resume: false. An earlier run's committed checkpoints would interleave with this
+  // run's by step number, so rank 0 moves the checkpoints/ folder to checkpoints.previous/
+  // (replacing one left there by an even earlier run) and says so.
+  void start_afresh();
+
   const std::string& root() const { return root_; }
 
  private:
@@ -57,6 +63,7 @@ class CheckpointManager {
   CheckpointConfig config_;
   int rank_;
   int world_size_;
+  std::set<std::string> refused_;  // committed checkpoints that failed verification at resume: never pruned or counted
 };
 
 // Verifies COMMITTED and every checksum in MANIFEST.json; throws CheckpointError naming the

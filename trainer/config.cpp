@@ -349,6 +349,8 @@ void validate_for_world(const Config& c, int world_size) {
   VIT_CHECK(c.optim.momentum >= 0 && c.optim.momentum < 1, ConfigError, "optim.momentum: must be in [0, 1), got ",
             c.optim.momentum);
   VIT_CHECK(c.optim.eps > 0, ConfigError, "optim.eps: must be positive, got ", c.optim.eps);
+  VIT_CHECK(!(c.optim.name == "sgd" && c.optim.nesterov && c.optim.momentum == 0), ConfigError,
+            "optim.nesterov: needs optim.momentum > 0 (as torch.optim.SGD)");
   VIT_CHECK(c.optim.weight_decay >= 0, ConfigError, "optim.weight_decay: must be >= 0");
   VIT_CHECK(c.optim.beta1 >= 0 && c.optim.beta1 < 1 && c.optim.beta2 >= 0 && c.optim.beta2 < 1, ConfigError,
             "optim.beta1: betas must be in [0, 1)");
@@ -400,25 +402,34 @@ std::string to_yaml(const Config& const_config) {
 }
 
 std::vector<std::string> changes_that_block_resume(const Config& saved, const Config& now) {
-  // What a resumed run may change: where files are, how fast it runs, what it logs and how often
-  // it evaluates and checkpoints. Everything else decides the model, the data order, the batch or
-  // the schedule, which the saved weights, optimiser state and loader positions belong to.
+  // What a resumed run may change: where files are, how it computes (device, precision, kernels),
+  // what it logs, how often it evaluates and checkpoints, and settings that only act at
+  // initialisation or in evaluation. The run's length, warmup and batch are compared by the
+  // trainer as the numbers they give (total steps, warmup steps, micro-batches per step).
   static const std::set<std::string> may_change = {
-      "run.name", "run.dir", "model.init_from", "model.fused_norm", "model.fused_bias_grad", "data.path",
-      "data.eval_path", "data.num_workers", "data.prefetch_batches", "data.on_corrupt", "data.device_resident",
-      "train.eval_every_steps", "train.cuda_graph", "train.attention", "train.gemm_autotune", "distributed.backend",
-      "distributed.bucket_mb", "distributed.compress_bf16", "distributed.timeout_s", "distributed.check_every_steps",
-      "distributed.on_nonfinite", "checkpoint.every_steps", "checkpoint.keep", "checkpoint.resume",
-      "logging.every_steps", "logging.tensorboard", "logging.progress", "logging.profile_step"};
+      "run.name", "run.dir", "run.device", "model.init_from", "model.head_init", "model.pos_embed_interpolation",
+      "model.fused_norm", "model.fused_bias_grad", "data.path", "data.eval_path", "data.num_workers",
+      "data.prefetch_batches", "data.on_corrupt", "data.device_resident", "data.eval_crop_fraction",
+      "train.eval_every_steps", "train.cuda_graph", "train.attention", "train.gemm_autotune", "train.precision",
+      "train.epochs", "train.steps", "train.global_batch_size", "schedule.warmup_steps", "schedule.warmup_fraction"};
+  static const std::set<std::string> adamw_only = {"optim.beta1", "optim.beta2", "optim.eps"};
+  static const std::set<std::string> sgd_only = {"optim.momentum", "optim.nesterov"};
   Config a = saved, b = now;  // the schema binds mutable members
   auto fa = schema(a), fb = schema(b);
   std::vector<std::string> out;
   for (size_t i = 0; i < fa.size(); ++i) {
-    if (may_change.count(fa[i].key)) continue;
+    const std::string& key = fa[i].key;
+    if (may_change.count(key) || starts_with(key, "distributed.") || starts_with(key, "checkpoint.") ||
+        starts_with(key, "logging."))
+      continue;
+    const bool unused = saved.optim.name == now.optim.name &&
+                        ((now.optim.name == "sgd" && adamw_only.count(key)) ||
+                         (now.optim.name == "adamw" && sgd_only.count(key)));
+    if (unused) continue;
     YAML::Emitter ea, eb;
     fa[i].write(ea);
     fb[i].write(eb);
-    if (std::string(ea.c_str()) != eb.c_str()) out.push_back(str(fa[i].key, ": ", ea.c_str(), " -> ", eb.c_str()));
+    if (std::string(ea.c_str()) != eb.c_str()) out.push_back(str(key, ": ", ea.c_str(), " -> ", eb.c_str()));
   }
   return out;
 }

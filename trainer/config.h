@@ -101,9 +101,10 @@ void validate_for_world(const Config& config, int world_size);
 // Number of micro-batches accumulated per optimiser step.
 int64_t accumulation_steps(const Config& config, int world_size);
 
-// The settings of `now` that differ from `saved` ("train.steps: 100 -> 200") and forbid resuming a
-// run saved under `saved`: all but where files are, speed switches, logging, evaluation and
-// checkpoint cadence (the list: docs/config.md, "Resuming").
+// The settings of `now` that differ from `saved` ("optim.lr: 0.001 -> 0.002") and forbid resuming a
+// run saved under `saved`: all but where files are, how it computes, logging, evaluation and
+// checkpoint cadence (the list: docs/config.md, "Resuming"). The run's length, warmup and batch
+// are left to the caller, which compares what they amount to (total and warmup steps, accumulation).
 std::vector<std::string> changes_that_block_resume(const Config& saved, const Config& now);
 
 // Every valid key path ("model.depth", ...), for suggestions and docs.

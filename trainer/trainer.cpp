@@ -109,10 +109,7 @@ Trainer::Trainer(const Config& config, const dist::LaunchInfo& launch) : config_
   dist::check_same_config(*host_comm_, config_yaml_);
 
   const bool rank0 = launch_.rank == 0;
-  if (rank0) {
-    fs::create_directories(config_.run.dir);
-    write_file_atomic(config_.run.dir + "/config.yaml", config_yaml_);
-  }
+  if (rank0) fs::create_directories(config_.run.dir);  // config.yaml: once resume() has accepted this config
 
   // Data: this rank's shard, on this rank's device.
   data::LoaderOptions lo;
@@ -227,6 +224,9 @@ Json Trainer::rank_state() const {
   s["step"] = step_;
   s["rank"] = launch_.rank;
   s["train_loader"] = train_loader_->position().to_json();
+  // What the position counts in: a resume checks that the data and the epoch are the same.
+  s["train_samples"] = train_loader_->num_samples();
+  s["loader_steps_per_epoch"] = train_loader_->steps_per_epoch();
   at::Generator cpu = torch::globalContext().defaultGenerator(torch::kCPU);  // a handle to the global one
   s["cpu_rng"] = to_hex(cpu.get_state());
   if (device_.is_cuda()) {
@@ -236,8 +236,22 @@ Json Trainer::rank_state() const {
   return s;
 }
 
-void Trainer::restore_rank_state(const Json& s) {
-  train_loader_->seek(data::LoaderPosition::from_json(s.at("train_loader")));
+void Trainer::restore_rank_state(const Json& s, const std::string& dir) {
+  const auto position = data::LoaderPosition::from_json(s.at("train_loader"));
+  if (s.find("train_samples")) {  // absent in checkpoints written before 2026-11-27
+    const int64_t samples = s.at("train_samples").as_int(), steps = s.at("loader_steps_per_epoch").as_int();
+    VIT_CHECK(samples == train_loader_->num_samples() && steps == train_loader_->steps_per_epoch(), CheckpointError,
+              "checkpoint '", dir, "' was written over training data of ", samples, " samples (", steps,
+              " micro-batch steps per epoch on this rank), data.path now gives ", train_loader_->num_samples(), " (",
+              train_loader_->steps_per_epoch(), "); resume on the same data, or use a new run.dir");
+  }
+  // An epoch holds whole optimiser steps: a position inside one (a checkpoint of an older
+  // vitrain under gradient accumulation) would make every later step straddle two epochs.
+  VIT_CHECK(position.step % accumulation_ == 0 && position.step < train_loader_->steps_per_epoch(), CheckpointError,
+            "checkpoint '", dir, "': its data position (epoch ", position.epoch, ", micro-batch ", position.step,
+            ") is not the start of an optimiser step of this run's epochs (", train_loader_->steps_per_epoch(),
+            " micro-batches, ", accumulation_, " per step); it comes from another vitrain or config: use a new run.dir");
+  train_loader_->seek(position);
   at::Generator cpu = torch::globalContext().defaultGenerator(torch::kCPU);
   cpu.set_state(from_hex(s.at("cpu_rng").as_string()));
   if (device_.is_cuda() && s.find("cuda_rng")) {
@@ -248,14 +262,7 @@ void Trainer::restore_rank_state(const Json& s) {
 
 bool Trainer::resume() {
   if (!config_.checkpoint.resume) {
-    // A fresh run's checkpoints would interleave with an earlier run's by step number (a later
-    // resume or pruning would pick the wrong ones). Rank 0 throws; main aborts every rank.
-    std::vector<std::string> existing;
-    for (const auto& dir : list_checkpoints(checkpoints_->root()))
-      if (is_committed(dir)) existing.push_back(dir);
-    VIT_CHECK(launch_.rank != 0 || existing.empty(), ConfigError, "checkpoint.resume: false, but run.dir '",
-              config_.run.dir, "' already holds checkpoints of an earlier run (", existing.empty() ? "" : existing[0],
-              "); use a new run.dir, delete them, or set checkpoint.resume: true to continue that run");
+    checkpoints_->start_afresh();
     return false;
   }
   CheckpointData ckpt;
@@ -268,6 +275,21 @@ bool Trainer::resume() {
       VIT_THROW(CheckpointError, "checkpoint '", ckpt.dir, "': cannot read the config it was written with: ", e.what());
     }
     auto changes = changes_that_block_resume(saved, config_);
+    // The run's length, warmup and batch, as the numbers they give (the data is the same, so is
+    // an epoch's length when the batch is).
+    const int64_t saved_accumulation = accumulation_steps(saved, launch_.world_size);
+    if (saved_accumulation != accumulation_)
+      changes.push_back(str("micro-batches per optimiser step (train.global_batch_size / world size x "
+                            "train.micro_batch_size): ", saved_accumulation, " -> ", accumulation_));
+    const int64_t saved_total = saved.train.steps > 0 ? saved.train.steps : saved.train.epochs * steps_per_epoch_;
+    const LrSchedule saved_schedule(saved.schedule, saved.optim.lr, saved_total);
+    if (saved_schedule.warmup_steps() != schedule_->warmup_steps())
+      changes.push_back(str("warmup steps (schedule.warmup_steps or warmup_fraction): ", saved_schedule.warmup_steps(),
+                            " -> ", schedule_->warmup_steps()));
+    if (saved_total != total_steps_ && config_.schedule.name != "constant")
+      changes.push_back(str("total steps (train.steps or train.epochs): ", saved_total, " -> ", total_steps_,
+                            ", over which the ", config_.schedule.name,
+                            " schedule decays (with schedule.name: constant they may change)"));
     VIT_CHECK(changes.empty(), ConfigError, "cannot resume from '", ckpt.dir, "': the config changed since (",
               join(changes, "; "), "), and the saved weights, optimiser state, data position and schedule belong "
               "to the old values; restore them, or use a new run.dir (model.init_from can start it from these weights)");
@@ -284,7 +306,7 @@ bool Trainer::resume() {
     }
   }
   optimizer_->load_state(ckpt.optimizer, ckpt.dir + "/optimizer.safetensors");
-  restore_rank_state(ckpt.rank_state);
+  restore_rank_state(ckpt.rank_state, ckpt.dir);
   step_ = ckpt.step;
   last_log_step_ = step_;
   log_info("resumed from ", ckpt.dir, " at step ", step_);
@@ -484,6 +506,7 @@ RunSummary Trainer::fit() {
     for (auto& p : params_) tensors.push_back(p.second);
     dist::broadcast_parameters(*comm_, tensors, 0);  // rank 0's weights everywhere
   }
+  if (launch_.rank == 0) write_file_atomic(config_.run.dir + "/config.yaml", config_yaml_);
   const int64_t first_step = step_;
   const int64_t eval_every = config_.train.eval_every_steps > 0 ? config_.train.eval_every_steps : steps_per_epoch_;
   const int64_t ckpt_every = config_.checkpoint.every_steps;

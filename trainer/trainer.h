@@ -75,7 +75,7 @@ class Trainer {
   void log_train(std::chrono::steady_clock::time_point interval_start);
   void save_checkpoint();
   Json rank_state() const;
-  void restore_rank_state(const Json& state);
+  void restore_rank_state(const Json& state, const std::string& dir);
   bool stop_requested();
   torch::Tensor compute_loss(const torch::Tensor& logits, const data::Batch& batch) const;
 

@@ -82,21 +82,33 @@ def quick(run_dir, extra=()):
 
 
 @pytest.mark.parametrize("np", [1, 2])
-def test_resume_refuses_a_changed_config_and_a_fresh_run_over_old_checkpoints(tmp_path, np):
+def test_resume_refuses_a_changed_config_and_a_fresh_run_moves_old_checkpoints_aside(tmp_path, np):
     dir_ = tmp_path / "run"
-    run(quick(dir_), np=np)
+    run(quick(dir_, ["checkpoint.keep=2"]), np=np)
     # The saved data position counts micro-batches of 32: another size would repeat samples.
-    proc = run(quick(dir_, ["train.micro_batch_size=16", "train.steps=8"]), np=np, check=False)
+    proc = run(quick(dir_, ["train.micro_batch_size=16", "train.steps=8", "optim.lr=0.01"]), np=np, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
-    assert "cannot resume from" in out and "train.micro_batch_size: 32 -> 16" in out and "train.steps: 4 -> 8" in out, out
-    # Where files are, speed switches and logging may change.
-    proc = run(quick(dir_, ["logging.every_steps=2", "data.num_workers=2", "checkpoint.keep=2"]), np=np)
-    assert "resumed from" in proc.stdout + proc.stderr
-    # A fresh run would interleave its checkpoints with these by step number.
-    proc = run(quick(dir_, ["checkpoint.resume=false"]), np=np, check=False)
+    assert "cannot resume from" in out and "train.micro_batch_size: 32 -> 16" in out, out
+    assert "total steps (train.steps or train.epochs): 4 -> 8" in out and "optim.lr: 0.002 -> 0.01" in out, out
+    import yaml  # the refused config is not written over the run's
+    assert yaml.safe_load((dir_ / "config.yaml").read_text())["train"]["micro_batch_size"] == 32
+    # Where files are, how it computes and what it logs may change, and the run goes on from
+    # the checkpoint: drop the last one, resume from step 2 and train steps 3 and 4 again.
+    reference = losses_by_step(dir_)
+    shutil.rmtree(dir_ / "checkpoints" / "step_00000004")
+    proc = run(quick(dir_, ["checkpoint.keep=2", "logging.tensorboard=false", "data.num_workers=2",
+                            "model.head_init=trunc_normal", "optim.momentum=0.5", "train.epochs=3"]), np=np)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 2 and "already holds checkpoints of an earlier run" in out, out
+    assert f"resumed from {dir_}/checkpoints/step_00000002" in out, out
+    assert losses_by_step(dir_)[4] == reference[4]
+    # A fresh run in the same run.dir: the earlier checkpoints move aside, nothing interleaves.
+    proc = run(quick(dir_, ["checkpoint.resume=false"]), np=np)
+    out = proc.stdout + proc.stderr
+    assert "moved the checkpoints of an earlier run" in out, out
+    assert sorted(p.name for p in (dir_ / "checkpoints.previous").iterdir() if p.name.startswith("step_")) == \
+        ["step_00000002", "step_00000004"]
+    assert sorted(p.name for p in (dir_ / "checkpoints").iterdir()) == ["latest", "step_00000004"]
 
 
 def test_pruning_keeps_the_new_checkpoint_next_to_debris_of_a_later_step(tmp_path):
