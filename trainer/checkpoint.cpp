@@ -176,17 +176,24 @@ model::NamedTensors read_checkpoint_weights(const std::string& dir) {
   return model::read_safetensors((fs::path(dir) / "model.safetensors").string()).tensors;
 }
 
-void CheckpointManager::start_afresh() {
-  if (rank_ != 0) return;
-  bool any = false;
-  for (const auto& dir : list_checkpoints(root_)) any |= is_committed(dir);
-  if (!any) return;
-  const std::string previous = root_ + ".previous";
-  remove_tree(previous);
-  fs::rename(root_, previous);
-  fsync_directory(fs::path(root_).parent_path().string());
-  log_warn("checkpoint.resume: false: moved the checkpoints of an earlier run in this run.dir to ", previous,
-           " (replacing any there)");
+bool set_aside_earlier_run(const std::string& run_dir) {
+  const fs::path dir(run_dir);
+  std::vector<fs::path> outputs;
+  if (fs::is_directory(dir)) {
+    for (const auto& e : fs::directory_iterator(dir)) {
+      const std::string name = e.path().filename().string();
+      if (name == "checkpoints" || name == "metrics.jsonl" || name == "tb" || name == "summary.json" ||
+          name == "config.yaml" || (starts_with(name, "profile_rank") && ends_with(name, ".json")))
+        outputs.push_back(e.path());
+    }
+  }
+  if (outputs.empty()) return false;
+  const fs::path previous = dir / "previous";
+  remove_tree(previous.string());
+  fs::create_directories(previous);
+  for (const auto& p : outputs) fs::rename(p, previous / p.filename());
+  fsync_directory(run_dir);
+  return true;
 }
 
 bool CheckpointManager::load_latest(CheckpointData& out, dist::Communicator& comm) {

@@ -51,11 +51,6 @@ class CheckpointManager {
   // Returns false when there is none.
   bool load_latest(CheckpointData& out, dist::Communicator& comm);
 
-  // checkpoint.resume: false. An earlier run's committed checkpoints would interleave with this
-  // run's by step number, so rank 0 moves the checkpoints/ folder to checkpoints.previous/
-  // (replacing one left there by an even earlier run) and says so.
-  void start_afresh();
-
   const std::string& root() const { return root_; }
 
  private:
@@ -65,6 +60,12 @@ class CheckpointManager {
   int world_size_;
   std::set<std::string> refused_;  // committed checkpoints that failed verification at resume: never pruned or counted
 };
+
+// checkpoint.resume: false in a run.dir that holds an earlier run's outputs. Its checkpoints would
+// interleave with this run's by step number and its metrics lines with this run's, so they move
+// (checkpoints/, metrics.jsonl, tb/, summary.json, config.yaml, profile traces) into
+// run_dir/previous/, replacing what an even earlier run left there. Returns whether anything moved.
+bool set_aside_earlier_run(const std::string& run_dir);
 
 // Verifies COMMITTED and every checksum in MANIFEST.json; throws CheckpointError naming the
 // directory, the file and what is wrong.

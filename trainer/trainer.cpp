@@ -109,7 +109,12 @@ Trainer::Trainer(const Config& config, const dist::LaunchInfo& launch) : config_
   dist::check_same_config(*host_comm_, config_yaml_);
 
   const bool rank0 = launch_.rank == 0;
-  if (rank0) fs::create_directories(config_.run.dir);  // config.yaml: once resume() has accepted this config
+  if (rank0) {
+    fs::create_directories(config_.run.dir);  // config.yaml: once resume() has accepted this config
+    if (!config_.checkpoint.resume && set_aside_earlier_run(config_.run.dir))
+      log_warn("checkpoint.resume: false: moved an earlier run's outputs in ", config_.run.dir, " to ",
+               config_.run.dir, "/previous/ (replacing any there)");
+  }
 
   // Data: this rank's shard, on this rank's device.
   data::LoaderOptions lo;
@@ -261,10 +266,7 @@ void Trainer::restore_rank_state(const Json& s, const std::string& dir) {
 }
 
 bool Trainer::resume() {
-  if (!config_.checkpoint.resume) {
-    checkpoints_->start_afresh();
-    return false;
-  }
+  if (!config_.checkpoint.resume) return false;  // an earlier run's outputs were set aside at start-up
   CheckpointData ckpt;
   if (!checkpoints_->load_latest(ckpt, *host_comm_)) return false;
   {

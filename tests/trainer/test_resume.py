@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vitrun import TINY, kill_job, losses_by_step, run, sets, start, wait_for
+from vitrun import TINY, kill_job, losses_by_step, metrics, run, sets, start, wait_for
 
 STEPS, EVERY = 120, 20
 # Wide enough that a step takes ~15 ms on 2 cores: the test kills the job between checkpoints
@@ -102,13 +102,17 @@ def test_resume_refuses_a_changed_config_and_a_fresh_run_moves_old_checkpoints_a
     out = proc.stdout + proc.stderr
     assert f"resumed from {dir_}/checkpoints/step_00000002" in out, out
     assert losses_by_step(dir_)[4] == reference[4]
-    # A fresh run in the same run.dir: the earlier checkpoints move aside, nothing interleaves.
+    # A fresh run in the same run.dir: the earlier run's outputs move aside, nothing interleaves.
+    earlier_lines = len((dir_ / "metrics.jsonl").read_text().splitlines())
     proc = run(quick(dir_, ["checkpoint.resume=false"]), np=np)
     out = proc.stdout + proc.stderr
-    assert "moved the checkpoints of an earlier run" in out, out
-    assert sorted(p.name for p in (dir_ / "checkpoints.previous").iterdir() if p.name.startswith("step_")) == \
+    assert "moved an earlier run's outputs" in out, out
+    previous = dir_ / "previous"
+    assert sorted(p.name for p in (previous / "checkpoints").iterdir() if p.name.startswith("step_")) == \
         ["step_00000002", "step_00000004"]
+    assert len((previous / "metrics.jsonl").read_text().splitlines()) == earlier_lines
     assert sorted(p.name for p in (dir_ / "checkpoints").iterdir()) == ["latest", "step_00000004"]
+    assert sorted(l["step"] for l in metrics(dir_)) == [1, 2, 3, 4]  # this run's lines only
 
 
 def test_pruning_keeps_the_new_checkpoint_next_to_debris_of_a_later_step(tmp_path):
@@ -133,3 +137,20 @@ def test_every_checkpoint_failing_verification_stops_the_job(tmp_path):
     assert proc.returncode != 0, out
     assert "holds 2 committed checkpoint(s) and none verifies" in out and "(truncated)" in out, out
     assert "step 1/" not in out  # it did not start over
+
+
+def test_a_checkpoint_refused_at_resume_is_neither_counted_nor_removed_by_pruning(tmp_path):
+    dir_ = tmp_path / "run"
+    run(quick(dir_, ["train.steps=6", "checkpoint.keep=3"]))
+    step = lambda n: dir_ / "checkpoints" / f"step_{n:08d}"
+    weights = step(4) / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    weights.write_bytes(bytes(data))
+    shutil.rmtree(step(6))
+    # Resumes from step 2 (step 4 refused) and writes 5 and 6 with keep=2: a count that took in
+    # the refused step 4 would have removed the good step 2 at step 5, and step 4 at step 6.
+    proc = run(quick(dir_, ["train.steps=6", "checkpoint.every_steps=5", "checkpoint.keep=2"]))
+    assert f"resumed from {step(2)}" in proc.stdout + proc.stderr
+    assert sorted(p.name for p in (dir_ / "checkpoints").iterdir()) == \
+        ["latest", "step_00000004", "step_00000005", "step_00000006"]
