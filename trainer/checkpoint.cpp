@@ -224,7 +224,8 @@ bool CheckpointManager::load_latest(CheckpointData& out, dist::Communicator& com
     // fault): only a run.dir whose checkpoints were never committed starts fresh.
     VIT_CHECK(chosen >= 0 || refused.empty(), CheckpointError, "run.dir '", fs::path(root_).parent_path().string(),
               "' holds ", refused.size(), " committed checkpoint(s) and none verifies (newest: ", refused.empty() ? "" : refused[0],
-              "); restore them, or start over in a new run.dir (or with checkpoint.resume: false after removing them)");
+              "); restore them, or start over: a new run.dir, or checkpoint.resume: false (which sets them aside in "
+              "run.dir/previous/)");
   }
   chosen = broadcast_int(comm, chosen);
   if (chosen < 0) return false;

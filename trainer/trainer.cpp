@@ -247,7 +247,7 @@ void Trainer::restore_rank_state(const Json& s, const std::string& dir) {
     const int64_t samples = s.at("train_samples").as_int(), steps = s.at("loader_steps_per_epoch").as_int();
     VIT_CHECK(samples == train_loader_->num_samples() && steps == train_loader_->steps_per_epoch(), CheckpointError,
               "checkpoint '", dir, "' was written over training data of ", samples, " samples (", steps,
-              " micro-batch steps per epoch on this rank), data.path now gives ", train_loader_->num_samples(), " (",
+              " micro-batch steps per epoch on this rank), this run's data gives ", train_loader_->num_samples(), " (",
               train_loader_->steps_per_epoch(), "); resume on the same data, or use a new run.dir");
   }
   // An epoch holds whole optimiser steps: a position inside one (a checkpoint of an older
