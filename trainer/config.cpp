@@ -126,7 +126,7 @@ std::vector<Field> schema(Config& c) {
 
 // ---- Loading and merging YAML files --------------------------------------------------------
 
-// Where each leaf key was set: "configs/a.yaml:12" or "--set".
+// Where each key (and section) was set: "configs/a.yaml:12" or "--set".
 using Origins = std::map<std::string, std::string>;
 
 std::string where(const std::string& file, const YAML::Node& node) {
@@ -140,7 +140,7 @@ void record_origins(const YAML::Node& node, const std::string& prefix, const std
       std::string key = kv.first.as<std::string>();
       std::string path = prefix.empty() ? key : prefix + "." + key;
       record_origins(kv.second, path, file, origins);
-      if (!kv.second.IsMap()) origins[path] = where(file, kv.first);
+      origins[path] = where(file, kv.first);
     }
   }
 }
@@ -223,6 +223,7 @@ void apply_override(YAML::Node& root, const std::string& assignment, Origins& or
   YAML::Node section = root[parts[0]];
   section[parts[1]] = parsed;
   origins[key] = "--set";
+  origins.emplace(parts[0], "--set");  // a section only --set names
 }
 
 std::string origin_of(const Origins& origins, const std::string& key, const std::string& fallback) {
@@ -281,7 +282,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 
   for (const auto& section_kv : root) {
     std::string section = section_kv.first.as<std::string>();
-    std::string section_where = where(path, section_kv.first);
+    std::string section_where = origin_of(origins, section, path);  // the file (maybe a base:) that has it
     if (!sections.count(section)) {
       std::string guess = nearest(section, section_list);
       VIT_THROW(ConfigError, section_where, ": unknown section '", section, "'",

@@ -71,6 +71,16 @@ TEST(Config, UnknownSectionSuggestsNearest) {
   EXPECT_NE(msg.find("'model'"), std::string::npos) << msg;
 }
 
+TEST(Config, MistakesInABaseFileNameThatFile) {
+  std::string base = write_yaml("base_typo.yaml", "run:\n  seed: 1\nmodle:\n  depth: 2\n");
+  std::string child = write_yaml("child_of_typo.yaml", "base: base_typo.yaml\nmodel:\n  depth: 3\n");
+  std::string msg = error_of([&] { load_config(child); });
+  EXPECT_NE(msg.find("base_typo.yaml:3: unknown section 'modle'"), std::string::npos) << msg;
+  std::string clean = write_yaml("clean_for_set.yaml", "model:\n  depth: 3\n");
+  msg = error_of([&] { load_config(clean, {"traim.steps=3"}); });  // a section only --set names
+  EXPECT_NE(msg.find("--set: unknown section 'traim'"), std::string::npos) << msg;
+}
+
 TEST(Config, MalformedYamlNamesFileAndLine) {
   std::string path = write_yaml("broken.yaml", "model:\n  width: 64\n  depth: [1, 2\ntrain:\n  steps: 3\n");
   std::string msg = error_of([&] { load_config(path); });
