@@ -9,12 +9,7 @@ if [ "${1:-}" = "-n" ]; then np=$2; shift 2; fi
 bin=${VITRAIN_BIN:-$root/${VITRAIN_BUILD_DIR:-build}/vit-train}
 [ -x "$bin" ] || { echo "run_local: $bin not found; run launch/setup.sh first" >&2; exit 2; }
 export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
-if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 if [ "$np" = 1 ]; then exec "$bin" "$@"; fi
-# Forward the settings the ranks need, those that are set (mpirun warns about each unset one).
-forward=()
-for v in NCCL_NVLS_ENABLE NCCL_DEBUG NCCL_SOCKET_IFNAME NCCL_IB_HCA OMP_NUM_THREADS PATH LD_LIBRARY_PATH; do
-  if [ -n "${!v+x}" ]; then forward+=(-x "$v"); fi
-done
+source "$root/launch/mpi_forward.sh"
 # --bind-to none: LibTorch and the loader threads manage their own cores.
-exec mpirun -np "$np" --oversubscribe --bind-to none "${forward[@]}" "$bin" "$@"
+exec mpirun -np "$np" --oversubscribe --bind-to none "${mpi_forward[@]}" "$bin" "$@"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # vitrain against the timm reference on one GPU, several variants at once (they share the GPU),
-# to find which GPU-side difference costs accuracy. Linear head, zero-initialised on both sides,
-# the CIFAR-10 pretraining recipe otherwise (configs/cifar10/pretrain.yaml).
+# to find which GPU-side difference costs accuracy. Linear head: the timm reference's zero-initialised
+# (ref_timm_head: timm's init); vitrain's per HEAD_INIT (default auto = timm's init from scratch;
+# HEAD_INIT=zero for the README table's "head zero" rows, which predate auto). The CIFAR-10
+# pretraining recipe otherwise (configs/cifar10/pretrain.yaml).
 #
 #   bench/accuracy/gpu_ablation.sh CIFAR_DIR OUT_DIR [EPOCHS] [VARIANTS]
 #
@@ -27,7 +29,7 @@ mkdir -p "$out"
 common=(--config configs/cifar10/pretrain.yaml --set data.dataset=image_folder --set "data.path=$cifar/train"
         --set "data.eval_path=$cifar/test" --set "train.epochs=$epochs" --set model.head=linear
         --set checkpoint.every_steps=0 --set logging.tensorboard=false --set logging.progress=lines
-        --set checkpoint.resume=false)
+        --set checkpoint.resume=false --set "model.head_init=${HEAD_INIT:-auto}")
 pids=()
 for v in ${variants//,/ }; do
   case $v in
