@@ -7,6 +7,7 @@
 
 #include "core/errors.h"
 #include "core/strings.h"
+#include "data/augment.h"
 
 namespace vit::data {
 namespace {
@@ -55,6 +56,13 @@ void validate(const DataConfig& c) {
             ConfigError, "data.rrc_scale: must be [min, max] with 0 < min <= max <= 1, e.g. [0.08, 1.0]");
   VIT_CHECK(c.rrc_ratio.size() == 2 && c.rrc_ratio[0] > 0 && c.rrc_ratio[0] <= c.rrc_ratio[1], ConfigError,
             "data.rrc_ratio: must be [min, max] with 0 < min <= max, e.g. [0.75, 1.3333]");
+  parse_rand_augment(c.rand_augment);  // throws a ConfigError naming data.rand_augment
+  VIT_CHECK(c.random_erase_prob >= 0 && c.random_erase_prob <= 1, ConfigError,
+            "data.random_erase_prob: must be in [0, 1] (0 disables; timm's recipes use 0.25), got ", c.random_erase_prob);
+  VIT_CHECK(c.repeated_augment >= 1 && c.repeated_augment <= 64, ConfigError,
+            "data.repeated_augment: must be in [1, 64] (1 = off; 3 in DeiT's recipe), got ", c.repeated_augment);
+  VIT_CHECK(c.repeated_augment == 1 || c.dataset != "tar_shards", ConfigError,
+            "data.repeated_augment: tar shards are read in order per rank, not by index; set it to 1 for tar_shards");
   VIT_CHECK(c.mixup_alpha >= 0, ConfigError, "data.mixup_alpha: must be >= 0 (0 disables), got ", c.mixup_alpha);
   VIT_CHECK(c.cutmix_alpha >= 0, ConfigError, "data.cutmix_alpha: must be >= 0 (0 disables), got ", c.cutmix_alpha);
   check_one_of("resize_interpolation", c.resize_interpolation, {"bilinear", "bicubic"});

@@ -31,6 +31,9 @@ struct DataConfig {
   std::vector<double> rrc_scale = {0.08, 1.0};
   std::vector<double> rrc_ratio = {0.75, 1.3333333333333333};
   bool hflip = true;
+  std::string rand_augment = "none";  // timm's RandAugment string, e.g. rand-m9-mstd0.5-inc1 (augment.h)
+  double random_erase_prob = 0.0;     // timm's reprob: erase a box with per-pixel noise (0 disables)
+  int64_t repeated_augment = 1;       // each training sample this many times per epoch (1 = off; sampler.h)
   double mixup_alpha = 0.0;   // 0 disables
   double cutmix_alpha = 0.0;  // 0 disables; with both on, each batch picks one with probability 1/2
   std::string resize_interpolation = "bilinear";  // bilinear | bicubic, when the model's size differs

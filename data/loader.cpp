@@ -81,7 +81,7 @@ std::unique_ptr<Loader> make_loader(const DataConfig& config, const LoaderOption
     }
     auto sampler = std::make_shared<ShardedSampler>(SamplerOptions{
         source->size(), options.rank, options.world_size, options.micro_batch_size, options.seed, train,
-        options.micro_batches_per_step});
+        options.micro_batches_per_step, config.repeated_augment});
     loader = make_stream_loader(source, sampler, config, options);
   } else {  // tar_shards
     VIT_CHECK(train || !config.eval_path.empty(), ConfigError,

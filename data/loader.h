@@ -7,7 +7,7 @@
 //    augment into pinned host batches, a bounded queue holds them, the copy to the device runs
 //    on a side stream.
 // Both share the sampler rules of Note [Sharding and tail rule] (sampler.h) and
-// Note [Tar shard sharding] (shards.h), and the device-side finish (batch_ops.h).
+// Note [Tar shard sharding] (shards.h), and the device-side finish (augment.h).
 //
 // Contract: next(), position(), seek() and the wait statistics are called from one thread
 // (the training loop). Every random decision is a pure function of (seed, epoch, step, rank):

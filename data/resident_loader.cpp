@@ -8,7 +8,7 @@
 
 #include "core/errors.h"
 #include "core/log.h"
-#include "data/batch_ops.h"
+#include "data/augment.h"
 #include "data/image.h"
 #include "data/random.h"
 #include "data/sampler.h"
@@ -25,21 +25,11 @@ class ResidentLoader final : public Loader {
   ResidentLoader(TensorSet set, const DataConfig& config, const LoaderOptions& options)
       : options_(options),
         sampler_({set.size(), options.rank, options.world_size, options.micro_batch_size, options.seed, options.train,
-                  options.micro_batches_per_step}),
-        finisher_(config, options) {
+                  options.micro_batches_per_step, config.repeated_augment}),
+        augmenter_(config, options) {
     const torch::Device store = config.device_resident ? options.device : torch::Device(torch::kCPU);
     images_ = set.images.to(store);
     labels_ = set.labels.to(store);
-    settings_.train = options.train;
-    settings_.crop = config.train_crop;
-    settings_.padding = config.crop_padding;
-    settings_.scale = config.rrc_scale;
-    settings_.ratio = config.rrc_ratio;
-    settings_.hflip = config.hflip;
-    settings_.eval_crop_fraction = config.train_crop == "random_resized_crop" ? config.eval_crop_fraction : 1.0;
-    settings_.out_h = options.image_height;
-    settings_.out_w = options.image_width;
-    settings_.bicubic = config.resize_interpolation == "bicubic";
     ones_ = torch::ones({options.micro_batch_size}, torch::TensorOptions(torch::kFloat32).device(options.device));
     reset_wait_stats();
   }
@@ -70,11 +60,14 @@ class ResidentLoader final : public Loader {
       images = to_device_async(images, options_.device);
       labels = to_device_async(labels, options_.device);
     }
-    const uint64_t e = static_cast<uint64_t>(position_.epoch), s = static_cast<uint64_t>(position_.step),
-                   r = static_cast<uint64_t>(options_.rank);
-    auto augmented = augment_resident(images, settings_, mix_key({options_.seed, tag(Stream::kAugment), e, s, r}));
-    auto batch = finisher_.finish(augmented, labels, options_.train ? ones_ : to_device_async(mask, options_.device),
-                                  mix_key({options_.seed, tag(Stream::kMix), e, s, r}));
+    // Keys of the samples' positions in the epoch's global order (augment.h): the same on any number of ranks.
+    const int64_t first = first_position(position_.step, options_.rank, options_.world_size, b);
+    std::vector<uint64_t> keys(static_cast<size_t>(b));
+    for (int64_t j = 0; j < b; ++j) keys[j] = sample_key(options_.seed, position_.epoch, first + j);
+    auto augmented = augmenter_.geometry(images, keys);
+    auto batch = augmenter_.finish(augmented, labels, options_.train ? ones_ : to_device_async(mask, options_.device),
+                                   keys, mix_key({options_.seed, tag(Stream::kMix), static_cast<uint64_t>(position_.epoch),
+                                                  static_cast<uint64_t>(first)}));
     if (++position_.step == steps_per_epoch()) position_ = {position_.epoch + 1, 0};
     wait_.add_since(start);
     return batch;
@@ -86,8 +79,7 @@ class ResidentLoader final : public Loader {
  private:
   LoaderOptions options_;
   ShardedSampler sampler_;
-  BatchFinisher finisher_;
-  AugmentSettings settings_;
+  Augmenter augmenter_;
   torch::Tensor images_, labels_, ones_;
   LoaderPosition position_;
   WaitClock wait_;

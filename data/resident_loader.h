@@ -1,6 +1,6 @@
 // The resident loader: the whole split as uint8 [N, 3, H, W] in one tensor, kept on the
 // device (data.device_resident) or in host memory, batches cut by index_select and augmented
-// as whole batches (batch_ops.h). No threads, no per-sample host work per step.
+// as whole batches (augment.h). No threads, no per-sample host work per step.
 #pragma once
 
 #include <memory>

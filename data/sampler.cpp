@@ -16,8 +16,13 @@ ShardedSampler::ShardedSampler(const SamplerOptions& options) : options_(options
             options.micro_batches_per_step);
   const int64_t global = options.world_size * options.micro_batch_size;
   const int64_t a = options.micro_batches_per_step;
+  const int64_t k = options.train ? options.repeats : 1;
+  VIT_CHECK(k >= 1 && (global * a) % k == 0, ConfigError, "data.repeated_augment: ", k,
+            " must divide the global batch of an optimiser step (", global * a,
+            " = world size x train.micro_batch_size x accumulated micro-batches); choose a divisor or set "
+            "train.global_batch_size to a multiple of ", k);
   steps_per_epoch_ =
-      options.train ? options.num_samples / (global * a) * a : (options.num_samples + global - 1) / global;
+      options.train ? k * options.num_samples / (global * a) * a : (options.num_samples + global - 1) / global;
 }
 
 std::vector<int64_t> ShardedSampler::epoch_order(int64_t epoch) const {
@@ -34,7 +39,7 @@ std::vector<int64_t> ShardedSampler::indices(int64_t epoch, int64_t step) const 
   VIT_CHECK(step >= 0 && step < steps_per_epoch_, DataError, "step ", step, " is outside the epoch (",
             steps_per_epoch_, " steps)");
   const int64_t b = options_.micro_batch_size;
-  const int64_t first = (step * options_.world_size + options_.rank) * b;
+  const int64_t first = first_position(step, options_.rank, options_.world_size, b);
   std::vector<int64_t> out(static_cast<size_t>(b));
   if (!options_.train) {
     for (int64_t j = 0; j < b; ++j) out[j] = first + j < options_.num_samples ? first + j : -1;
@@ -45,7 +50,13 @@ std::vector<int64_t> ShardedSampler::indices(int64_t epoch, int64_t step) const 
     cached_order_ = epoch_order(epoch);
     cached_epoch_ = epoch;
   }
-  for (int64_t j = 0; j < b; ++j) out[j] = cached_order_[first + j];
+  // Repeated augmentation (Note [Sharding and tail rule]): the optimiser step's m distinct entries, k times.
+  const int64_t global = options_.world_size * b * options_.micro_batches_per_step;
+  const int64_t distinct = global / options_.repeats;
+  for (int64_t j = 0; j < b; ++j) {
+    const int64_t p = first + j;
+    out[j] = cached_order_[p / global * distinct + p % global % distinct];
+  }
   return out;
 }
 

@@ -3,13 +3,20 @@
 // Note [Sharding and tail rule]
 // Positions in an epoch are numbered p = (step * world_size + rank) * micro_batch_size + j,
 // j in [0, micro_batch_size): step s is one global batch, cut into world_size consecutive
-// micro-batches, one per rank.
+// micro-batches, one per rank. An optimiser step of A accumulated micro-batches covers the
+// G = world_size * micro_batch_size * A positions [t G, (t + 1) G), whatever the number of ranks:
+// the same global batch gives the same positions per optimiser step on 1 rank or on 4.
 //  - train: p indexes a permutation of 0..N-1 drawn from (seed, epoch). Every rank runs
-//    floor(N / G) * A steps of full micro-batches, G = world_size * micro_batch_size * A the
-//    global batch of one optimiser step that accumulates A micro-batches; the last N mod G
-//    positions of the permutation are dropped this epoch (different samples each epoch, because
-//    the permutation changes). So an epoch ends with an optimiser step, and no step mixes two
-//    epochs' permutations (which could show a sample twice in one step).
+//    floor(N / G) * A steps of full micro-batches; the last N mod G positions of the permutation
+//    are dropped this epoch (different samples each epoch, because the permutation changes).
+//    So an epoch ends with an optimiser step, and no step mixes two epochs' permutations (which
+//    could show a sample twice in one step).
+//  - repeated augmentation (k = data.repeated_augment > 1, timm's RASampler spread): an epoch
+//    shows each sample k times. Optimiser step t holds the m = G / k permutation entries
+//    [t m, (t + 1) m), each k times: position r of the step (r in [0, G)) reads entry
+//    t m + (r mod m), so the copies of a sample sit m positions apart (on different ranks when
+//    m >= micro_batch_size) and each is augmented differently (its key is its position).
+//    floor(k N / G) * A steps per epoch; G must be a multiple of k.
 //  - eval: p indexes 0..N-1 in order (no shuffle). Every rank runs
 //    ceil(N / (world_size * micro_batch_size)) steps; positions p >= N are padding (index -1,
 //    mask 0), so across ranks every sample appears exactly once with mask 1.
@@ -30,7 +37,14 @@ struct SamplerOptions {
   uint64_t seed = 0;
   bool train = true;  // shuffle + drop tail; false: fixed order + pad
   int64_t micro_batches_per_step = 1;  // train: an epoch holds whole optimiser steps (gradient accumulation)
+  int64_t repeats = 1;                 // train: repeated augmentation, each sample this many times per epoch
 };
+
+// The position in the epoch's global order of slot 0 of this rank's micro-batch `step`
+// (Note [Sharding and tail rule]); slot j is at position + j. Augmentation keys come from it.
+inline int64_t first_position(int64_t step, int rank, int world_size, int64_t micro_batch_size) {
+  return (step * world_size + rank) * micro_batch_size;
+}
 
 // What the streaming loader asks of a sampler: this rank's sample indices at (epoch, step).
 // ShardedSampler (random-access sets) and ShardPlanner (tar shards) implement it.

@@ -13,10 +13,11 @@
 
 #include "core/errors.h"
 #include "core/log.h"
-#include "data/batch_ops.h"
+#include "data/augment.h"
 #include "data/device_copy.h"
 #include "data/image.h"
 #include "data/random.h"
+#include "data/sampler.h"
 #include "data/transforms.h"
 #include "data/wait_clock.h"
 
@@ -43,7 +44,7 @@ class StreamLoader final : public Loader {
         config_(config),
         options_(options),
         interpolation_(parse_interpolation(config.resize_interpolation)),
-        finisher_(config, options),
+        augmenter_(config, options),
         copier_(options.device),
         depth_(std::max(config.prefetch_batches, config.num_workers)) {
     reset_wait_stats();
@@ -93,9 +94,10 @@ class StreamLoader final : public Loader {
     if (++position_.step == steps_per_epoch()) position_ = {position_.epoch + 1, 0};
     prefetch_copy();
     wait_.add_since(start);
-    const uint64_t e = static_cast<uint64_t>(at.epoch), s = static_cast<uint64_t>(at.step);
-    return finisher_.finish(device[0], device[1], device[2],
-                            mix_key({options_.seed, tag(Stream::kMix), e, s, static_cast<uint64_t>(options_.rank)}));
+    const int64_t first = first_position(at.step, options_.rank, options_.world_size, options_.micro_batch_size);
+    return augmenter_.finish(device[0], device[1], device[2], keys(at.epoch, first),
+                             mix_key({options_.seed, tag(Stream::kMix), static_cast<uint64_t>(at.epoch),
+                                      static_cast<uint64_t>(first)}));
   }
 
   double wait_seconds() const override { return wait_.seconds(); }
@@ -161,26 +163,24 @@ class StreamLoader final : public Loader {
     }
   }
 
-  // One sample into `out` (3 planes of H x W). Throws DataError when the JPEG does not decode.
-  void decode_sample(const std::string& bytes, const std::string& name, Rng& rng, uint8_t* out) const {
+  // The augmentation keys of the micro-batch whose slot 0 is at `first` (augment.h).
+  std::vector<uint64_t> keys(int64_t epoch, int64_t first) const {
+    std::vector<uint64_t> out(static_cast<size_t>(options_.micro_batch_size));
+    for (size_t j = 0; j < out.size(); ++j) out[j] = sample_key(options_.seed, epoch, first + static_cast<int64_t>(j));
+    return out;
+  }
+
+  // One sample into `out` (3 planes of H x W): the geometry step of augment.h on the host.
+  // Throws DataError when the JPEG does not decode.
+  void decode_sample(const std::string& bytes, const std::string& name, uint64_t key, uint8_t* out) const {
     const JpegInfo info = jpeg_info(bytes, name);
     const int64_t h = options_.image_height, w = options_.image_width;
-    CropBox box{0, 0, static_cast<double>(info.height), static_cast<double>(info.width)};
-    bool flip = false, scalable = true;
-    const bool rrc = config_.train_crop == "random_resized_crop";
-    if (options_.train) {
-      if (rrc) box = random_resized_crop_box(info.height, info.width, config_.rrc_scale, config_.rrc_ratio, rng);
-      if (config_.train_crop == "pad_crop") {
-        box = pad_crop_box(info.height, info.width, config_.crop_padding, rng);
-        scalable = false;
-      }
-      flip = config_.hflip && rng.coin();
-    } else if (rrc) {
-      box = center_crop_box(info.height, info.width, h, w, config_.eval_crop_fraction);
-    }
-    const int denom = scalable ? choose_scale_denom(box.height, box.width, h, w) : 1;
+    const GeometryDraw draw = draw_geometry(augmenter_.policy(), key, info.height, info.width);
+    // A pad-crop box may leave the image (zeros there): no scaled decode for it.
+    const bool scalable = !(options_.train && config_.train_crop == "pad_crop");
+    const int denom = scalable ? choose_scale_denom(draw.box.height, draw.box.width, h, w) : 1;
     const Image image = decode_jpeg(bytes, name, denom);
-    resample_into(image, denom == 1 ? box : scale_box(box, info.height, info.width, image), flip, h, w,
+    resample_into(image, denom == 1 ? draw.box : scale_box(draw.box, info.height, info.width, image), draw.flip, h, w,
                   interpolation_, out);
   }
 
@@ -196,6 +196,7 @@ class StreamLoader final : public Loader {
     int64_t* labels = batch.labels.data_ptr<int64_t>();
     float* mask = batch.mask.data_ptr<float>();
     const int64_t sample_bytes = 3 * h * w;
+    const auto sample_keys = keys(job.epoch, first_position(job.step, options_.rank, options_.world_size, b));
     std::vector<char> good(static_cast<size_t>(b), 1);
     for (int64_t j = 0; j < b; ++j) {
       uint8_t* slot = images + j * sample_bytes;
@@ -207,10 +208,8 @@ class StreamLoader final : public Loader {
       }
       const std::string bytes = source_->read(ids[j]);  // a read error is always fatal
       labels[j] = source_->label(ids[j]);
-      Rng rng(mix_key({options_.seed, tag(Stream::kAugment), static_cast<uint64_t>(job.epoch),
-                       static_cast<uint64_t>(job.step), static_cast<uint64_t>(options_.rank), static_cast<uint64_t>(j)}));
       try {
-        decode_sample(bytes, source_->name(ids[j]), rng, slot);
+        decode_sample(bytes, source_->name(ids[j]), sample_keys[j], slot);
       } catch (const DataError& e) {
         VIT_CHECK(config_.on_corrupt != "fail", DataError, e.what(),
                   "; data.on_corrupt is 'fail' (set it to 'skip' to skip such files)");
@@ -243,7 +242,7 @@ class StreamLoader final : public Loader {
   DataConfig config_;
   LoaderOptions options_;
   Interpolation interpolation_;
-  BatchFinisher finisher_;
+  Augmenter augmenter_;
   DeviceCopier copier_;
   const int64_t depth_;
 

@@ -1,8 +1,8 @@
 // The streaming loader: worker threads read, decode (libjpeg-turbo, scaled DCT when the crop is
 // much larger than the model's input) and augment each sample on the host into a pinned uint8
 // batch; a bounded queue keeps up to max(data.prefetch_batches, data.num_workers) batches in
-// flight; the copy to the device overlaps compute (device_copy.h); normalisation and mixup run
-// on the device (batch_ops.h).
+// flight; the copy to the device overlaps compute (device_copy.h); RandAugment, normalisation,
+// random erasing and mixing run on the device (augment.h).
 //
 // Each worker builds whole batches; batches are handed out strictly in (epoch, step) order,
 // whatever order the workers finish in, so the output does not depend on the thread count.

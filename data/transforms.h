@@ -2,8 +2,8 @@
 // pad-and-crop, evaluation resize + centre crop) and one separable resampler that cuts a box
 // out of an Image, mirrors it if asked, and writes it at the model's size as planar uint8.
 //
-// Normalisation, mixup and cutmix are not here: they run on whole batches on the device
-// (batch_ops.h), after the uint8 batch has been copied there.
+// What is drawn (which box, whether to flip) is augment.h's; RandAugment, normalisation, erasing
+// and mixing run on whole batches on the device (augment.h), after the uint8 batch is copied there.
 #pragma once
 
 #include <cstdint>

@@ -40,6 +40,7 @@ struct ModelConfig {
   bool fused_bias_grad = true;
   // Fine-tune stage: a committed checkpoint directory, a timm .safetensors or a vit_jax .npz.
   std::string init_from;
+  bool init_from_ema = false;  // from a checkpoint directory: its EMA weights (train.ema_decay), not the model's
   std::string pos_embed_interpolation = "bicubic";  // or "bilinear": resampling to a new grid
 
   int64_t height() const { return image_height > 0 ? image_height : image_size; }

@@ -48,7 +48,8 @@ CheckpointManager::CheckpointManager(const std::string& run_dir, const Checkpoin
     : root_(run_dir + "/checkpoints"), config_(config), rank_(rank), world_size_(world_size) {}
 
 void CheckpointManager::save(int64_t step, const model::NamedTensors& weights, const model::NamedTensors& optimizer,
-                             const Json& rank_state, const std::string& config_yaml, dist::Communicator& comm) {
+                             const model::NamedTensors& ema, const Json& rank_state, const std::string& config_yaml,
+                             dist::Communicator& comm) {
   const fs::path final_dir = fs::path(root_) / step_name(step);
   const fs::path partial = fs::path(root_) / (step_name(step) + ".partial");
   if (rank_ == 0) {
@@ -61,6 +62,7 @@ void CheckpointManager::save(int64_t step, const model::NamedTensors& weights, c
   if (rank_ == 0) {
     model::write_safetensors((partial / "model.safetensors").string(), weights, {{"format", "pt"}});
     model::write_safetensors((partial / "optimizer.safetensors").string(), optimizer);
+    if (!ema.empty()) model::write_safetensors((partial / "ema.safetensors").string(), ema, {{"format", "pt"}});
     write_file_atomic((partial / "config.yaml").string(), config_yaml);
   }
   comm.barrier()->wait();
@@ -171,9 +173,12 @@ std::string resolve_checkpoint_dir(const std::string& path) {
             "checkpoints/ folder or a run.dir of a finished pretraining run)");
 }
 
-model::NamedTensors read_checkpoint_weights(const std::string& dir) {
+model::NamedTensors read_checkpoint_weights(const std::string& dir, bool ema) {
   verify_checkpoint(dir);
-  return model::read_safetensors((fs::path(dir) / "model.safetensors").string()).tensors;
+  const fs::path file = fs::path(dir) / (ema ? "ema.safetensors" : "model.safetensors");
+  VIT_CHECK(fs::exists(file), ConfigError, "model.init_from_ema: checkpoint '", dir,
+            "' holds no ema.safetensors (its run had train.ema_decay: 0); set model.init_from_ema: false");
+  return model::read_safetensors(file.string()).tensors;
 }
 
 bool set_aside_earlier_run(const std::string& run_dir) {
@@ -233,6 +238,7 @@ bool CheckpointManager::load_latest(CheckpointData& out, dist::Communicator& com
   out.step = chosen;
   out.weights = model::read_safetensors(out.dir + "/model.safetensors").tensors;
   out.optimizer = model::read_safetensors(out.dir + "/optimizer.safetensors").tensors;
+  if (fs::exists(out.dir + "/ema.safetensors")) out.ema = model::read_safetensors(out.dir + "/ema.safetensors").tensors;
   std::string rank_file = out.dir + "/rank_" + std::to_string(rank_) + ".json";
   try {
     out.rank_state = Json::parse(read_file(rank_file));

@@ -3,6 +3,7 @@
 //   checkpoints/step_00001000/
 //     model.safetensors      weights under timm's names (rank 0; identical on every rank)
 //     optimizer.safetensors  moments and step counters (rank 0; identical on every rank)
+//     ema.safetensors        the weights' moving average under timm's names (train.ema_decay > 0)
 //     rank_<r>.json          per-rank state: data-loader position, RNG states, counters
 //     config.yaml            the resolved config
 //     MANIFEST.json          sha256 and size of every file above
@@ -36,6 +37,7 @@ struct CheckpointData {
   int64_t step = 0;
   model::NamedTensors weights;
   model::NamedTensors optimizer;
+  model::NamedTensors ema;  // empty when the run keeps no weight average
   Json rank_state;  // this rank's rank_<r>.json
 };
 
@@ -44,8 +46,10 @@ class CheckpointManager {
   CheckpointManager(const std::string& run_dir, const CheckpointConfig& config, int rank, int world_size);
 
   // Collective: every rank calls it with the same step, in the same order as other collectives.
+  // `ema` empty: no ema.safetensors.
   void save(int64_t step, const model::NamedTensors& weights, const model::NamedTensors& optimizer,
-            const Json& rank_state, const std::string& config_yaml, dist::Communicator& comm);
+            const model::NamedTensors& ema, const Json& rank_state, const std::string& config_yaml,
+            dist::Communicator& comm);
 
   // Collective: rank 0 picks the newest checkpoint that verifies, every rank loads it.
   // Returns false when there is none.
@@ -81,7 +85,8 @@ bool is_committed(const std::string& dir);
 // a run.dir's checkpoints/.
 std::string resolve_checkpoint_dir(const std::string& path);
 
-// Reads model.safetensors of a verified checkpoint directory (the fine-tune stage's init_from).
-model::NamedTensors read_checkpoint_weights(const std::string& dir);
+// Reads model.safetensors (or, with `ema`, ema.safetensors) of a verified checkpoint directory
+// (the fine-tune stage's init_from).
+model::NamedTensors read_checkpoint_weights(const std::string& dir, bool ema = false);
 
 }  // namespace vit::train

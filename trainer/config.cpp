@@ -82,6 +82,7 @@ std::vector<Field> schema(Config& c) {
       field("model.fused_bias_grad", &m.fused_bias_grad), field("model.dropout", &m.dropout),
       field("model.attn_dropout", &m.attn_dropout), field("model.drop_path", &m.drop_path),
       field("model.layer_norm_eps", &m.layer_norm_eps), field("model.init_from", &m.init_from),
+      field("model.init_from_ema", &m.init_from_ema),
       field("model.pos_embed_interpolation", &m.pos_embed_interpolation),
 
       field("data.dataset", &d.dataset), field("data.path", &d.path), field("data.eval_path", &d.eval_path),
@@ -93,7 +94,9 @@ std::vector<Field> schema(Config& c) {
       field("data.on_corrupt", &d.on_corrupt), field("data.shuffle_buffer", &d.shuffle_buffer),
       field("data.device_resident", &d.device_resident), field("data.train_crop", &d.train_crop),
       field("data.crop_padding", &d.crop_padding), field("data.rrc_scale", &d.rrc_scale),
-      field("data.rrc_ratio", &d.rrc_ratio), field("data.hflip", &d.hflip), field("data.mixup_alpha", &d.mixup_alpha),
+      field("data.rrc_ratio", &d.rrc_ratio), field("data.hflip", &d.hflip), field("data.rand_augment", &d.rand_augment),
+      field("data.random_erase_prob", &d.random_erase_prob), field("data.repeated_augment", &d.repeated_augment),
+      field("data.mixup_alpha", &d.mixup_alpha),
       field("data.cutmix_alpha", &d.cutmix_alpha), field("data.resize_interpolation", &d.resize_interpolation),
       field("data.eval_crop_fraction", &d.eval_crop_fraction), field("data.mean", &d.mean), field("data.std", &d.std),
 
@@ -110,6 +113,7 @@ std::vector<Field> schema(Config& c) {
       field("train.label_smoothing", &t.label_smoothing), field("train.precision", &t.precision),
       field("train.eval_every_steps", &t.eval_every_steps), field("train.cuda_graph", &t.cuda_graph),
       field("train.attention", &t.attention), field("train.gemm_autotune", &t.gemm_autotune),
+      field("train.ema_decay", &t.ema_decay), field("train.eval_flip_tta", &t.eval_flip_tta),
 
       field("distributed.backend", &x.backend), field("distributed.bucket_mb", &x.bucket_mb),
       field("distributed.compress_bf16", &x.compress_bf16), field("distributed.timeout_s", &x.timeout_s),
@@ -317,7 +321,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   } catch (const ConfigError& e) {
     // Name the file that set the offending key when the message starts with a key path.
     std::string msg = e.what();
-    std::string key = msg.substr(0, std::min(msg.find(':'), msg.find(' / ')));  // "data.mean / data.std: ..."
+    std::string key = msg.substr(0, std::min(msg.find(':'), msg.find(" / ")));  // "data.mean / data.std: ..."
     VIT_THROW(ConfigError, origin_of(origins, key, path), ": ", msg);
   }
   return config;
@@ -333,6 +337,8 @@ void validate_for_world(const Config& c, int world_size) {
   VIT_CHECK(c.train.global_batch_size >= 0, ConfigError, "train.global_batch_size: must be >= 0 (0 = micro x world)");
   VIT_CHECK(c.train.label_smoothing >= 0 && c.train.label_smoothing < 1, ConfigError,
             "train.label_smoothing: must be in [0, 1), got ", c.train.label_smoothing);
+  VIT_CHECK(c.train.ema_decay >= 0 && c.train.ema_decay < 1, ConfigError,
+            "train.ema_decay: must be in [0, 1) (0 = no weight average; 0.999-0.9999 is usual), got ", c.train.ema_decay);
   VIT_CHECK(c.train.precision == "auto" || c.train.precision == "fp32" || c.train.precision == "bf16", ConfigError,
             "train.precision: must be auto, fp32 or bf16, got '", c.train.precision, "'");
   VIT_CHECK(model::is_attention_backend(c.train.attention), ConfigError,
@@ -408,7 +414,8 @@ std::vector<std::string> changes_that_block_resume(const Config& saved, const Co
   // initialisation or in evaluation. The run's length, warmup and batch are compared by the
   // trainer as the numbers they give (total steps, warmup steps, micro-batches per step).
   static const std::set<std::string> may_change = {
-      "run.name", "run.dir", "run.device", "model.init_from", "model.head_init", "model.pos_embed_interpolation",
+      "run.name", "run.dir", "run.device", "model.init_from", "model.init_from_ema", "model.head_init",
+      "model.pos_embed_interpolation", "train.eval_flip_tta",
       "model.fused_norm", "model.fused_bias_grad", "data.path", "data.eval_path", "data.num_workers",
       "data.prefetch_batches", "data.on_corrupt", "data.device_resident", "data.eval_crop_fraction",
       "train.eval_every_steps", "train.cuda_graph", "train.attention", "train.gemm_autotune", "train.precision",

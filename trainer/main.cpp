@@ -84,10 +84,11 @@ int run(int argc, char** argv, vit::dist::Runtime& runtime) {
   LeakOnError<vit::train::Trainer> keep_on_error{trainer, runtime.info().world_size > 1};
   auto summary = trainer->fit();
   if (summary.preempted) return vit::train::kExitRequeue;
-  vit::log_info("done: ", summary.steps, " steps in ", vit::format_duration(summary.train_seconds), ", ",
-                vit::format_count(summary.img_per_s), " img/s; eval accuracy ",
-                vit::str(100.0 * summary.final_eval.accuracy), "% (", summary.final_eval.samples,
-                " samples); outputs in ", config.run.dir);
+  const auto& eval = summary.final_eval;
+  vit::log_info("done: ", summary.steps, " steps, ", vit::format_duration(summary.train_seconds), " of training, ",
+                vit::format_count(summary.img_per_s), " img/s; eval accuracy ", vit::str(100.0 * eval.model.accuracy),
+                "%", eval.has_ema ? vit::str(", moving average ", 100.0 * eval.ema.accuracy, "%") : std::string(),
+                " (", eval.model.samples, " samples); outputs in ", config.run.dir);
   return 0;
 }
 

@@ -161,6 +161,11 @@ void Trainer::build_model() {
   model_ = model::VisionTransformer(config_.model);
   model_->to(device_);
   params_ = model::named_parameters(*model_);
+  for (auto& p : params_) param_tensors_.push_back(p.second);
+  if (config_.train.ema_decay > 0) {  // filled with the initial weights in fit(), or from the checkpoint
+    for (auto& [name, p] : params_) ema_.emplace_back(name, torch::zeros_like(p, p.options().dtype(torch::kFloat32)));
+    for (auto& e : ema_) ema_tensors_.push_back(e.second);
+  }
 
   // Gradients as views into communication buckets; the optimiser holds the same views.
   // One process: no gradient buckets, grads freed between steps (as zero_grad(set_to_none=True)),
@@ -191,7 +196,8 @@ void Trainer::initialise_from_pretrained() {
   model::TransferOptions options;
   if (fs::is_directory(source)) {
     source = resolve_checkpoint_dir(source);  // a checkpoint, a checkpoints/ folder or a run.dir
-    weights = read_checkpoint_weights(source);
+    weights = read_checkpoint_weights(source, config_.model.init_from_ema);
+    if (config_.model.init_from_ema) log_info("init_from ", source, ": the weights' moving average (ema.safetensors)");
     // The pretraining run's config tells its patch grid (non-square grids need it).
     if (fs::exists(source + "/config.yaml")) {
       Config pre = load_config(source + "/config.yaml");
@@ -201,6 +207,9 @@ void Trainer::initialise_from_pretrained() {
       options.source_grid_h = pre.model.grid_h();
       options.source_grid_w = pre.model.grid_w();
     }
+  } else if (config_.model.init_from_ema) {
+    VIT_THROW(ConfigError, "model.init_from_ema: '", source, "' is not a checkpoint directory, and only a checkpoint "
+              "holds a moving average; set model.init_from_ema: false or name a checkpoint");
   } else if ((ends_with(source, ".safetensors") || ends_with(source, ".npz")) && !fs::exists(source)) {
     VIT_THROW(ConfigError, "model.init_from: '", source, "' does not exist; fix the path");
   } else if (ends_with(source, ".safetensors")) {
@@ -232,6 +241,7 @@ Json Trainer::rank_state() const {
   // What the position counts in: a resume checks that the data and the epoch are the same.
   s["train_samples"] = train_loader_->num_samples();
   s["loader_steps_per_epoch"] = train_loader_->steps_per_epoch();
+  s["train_seconds"] = train_seconds_;
   at::Generator cpu = torch::globalContext().defaultGenerator(torch::kCPU);  // a handle to the global one
   s["cpu_rng"] = to_hex(cpu.get_state());
   if (device_.is_cuda()) {
@@ -257,6 +267,7 @@ void Trainer::restore_rank_state(const Json& s, const std::string& dir) {
             ") is not the start of an optimiser step of this run's epochs (", train_loader_->steps_per_epoch(),
             " micro-batches, ", accumulation_, " per step); it comes from another vitrain or config: use a new run.dir");
   train_loader_->seek(position);
+  if (s.find("train_seconds")) train_seconds_ = s.at("train_seconds").as_double();
   at::Generator cpu = torch::globalContext().defaultGenerator(torch::kCPU);
   cpu.set_state(from_hex(s.at("cpu_rng").as_string()));
   if (device_.is_cuda() && s.find("cuda_rng")) {
@@ -346,6 +357,23 @@ void Trainer::optimise() {
   grad_sync_->finish();             // averaged gradients, identical on every rank
   grad_norm_ = optimizer_->step();  // clip + fused update, skipped on device if not finite
   grad_sync_->zero_grad();
+  update_ema();
+}
+
+void Trainer::update_ema() {
+  if (ema_tensors_.empty()) return;
+  torch::NoGradGuard no_grad;
+  // ema += (1 - decay) (param - ema): one multi-tensor kernel, capturable (the weight is a constant).
+  torch::_foreach_lerp_(ema_tensors_, param_tensors_, 1.0 - config_.train.ema_decay);
+}
+
+void Trainer::swap_ema() {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < param_tensors_.size(); ++i) {
+    auto held = param_tensors_[i].clone();
+    param_tensors_[i].copy_(ema_tensors_[i]);
+    ema_tensors_[i].copy_(held);
+  }
 }
 
 void Trainer::micro_step(const data::Batch& batch, int64_t micro) {
@@ -452,44 +480,72 @@ void Trainer::log_train(std::chrono::steady_clock::time_point interval_start) {
   }
 }
 
-EvalResult Trainer::evaluate() {
+EvalScores Trainer::eval_pass() {
   torch::NoGradGuard no_grad;
   model_->eval();
+  const bool tta = config_.train.eval_flip_tta;
   auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device_);
-  auto totals = torch::zeros({3}, f32);  // loss sum, correct, samples (masked)
+  auto totals = torch::zeros({4}, f32);  // loss sum, correct, samples (masked), correct with flip TTA
   eval_loader_->seek({0, 0});
   for (int64_t i = 0; i < eval_loader_->steps_per_epoch(); ++i) {
     data::Batch batch = eval_loader_->next();
-    torch::Tensor logits;
+    torch::Tensor logits, mirrored;
     {
       AutocastGuard autocast(bf16_);
       logits = model_->forward(batch.images).to(torch::kFloat32);
+      if (tta) mirrored = model_->forward(batch.images.flip(3)).to(torch::kFloat32);
     }
     auto nll = torch::nn::functional::cross_entropy(
         logits, batch.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
     auto correct = (logits.argmax(-1) == batch.labels).to(torch::kFloat32);
-    totals += torch::stack({(nll * batch.mask).sum(), (correct * batch.mask).sum(), batch.mask.sum()});
+    auto correct_tta = torch::zeros_like(correct);
+    if (tta) {  // the mean of the two predicted distributions
+      auto probs = torch::softmax(logits, -1) + torch::softmax(mirrored, -1);
+      correct_tta = (probs.argmax(-1) == batch.labels).to(torch::kFloat32);
+    }
+    totals += torch::stack({(nll * batch.mask).sum(), (correct * batch.mask).sum(), batch.mask.sum(),
+                            (correct_tta * batch.mask).sum()});
   }
   comm_->allreduce(totals, {dist::ReduceOp::kSum})->wait();
   auto host = totals.to(torch::kCPU);
-  EvalResult r;
+  const double samples = std::max(1.0, host[2].item<double>());
+  EvalScores r;
   r.samples = static_cast<int64_t>(host[2].item<double>());
-  r.loss = host[0].item<double>() / std::max<double>(1, r.samples);
-  r.accuracy = host[1].item<double>() / std::max<double>(1, r.samples);
-  Json line = Json::object();
-  line["split"] = "eval";
-  line["step"] = step_;
-  line["epochs"] = static_cast<double>(step_) / static_cast<double>(steps_per_epoch_);  // epochs trained
-  line["loss"] = r.loss;
-  line["accuracy"] = r.accuracy;
-  line["samples"] = r.samples;
-  metrics_->eval(line);
+  r.loss = host[0].item<double>() / samples;
+  r.accuracy = host[1].item<double>() / samples;
+  if (tta) r.flip_tta_accuracy = host[3].item<double>() / samples;
   model_->train();
   return r;
 }
 
+EvalResult Trainer::evaluate() {
+  EvalResult r;
+  r.model = eval_pass();
+  if (!ema_.empty()) {  // the same pass with the moving average in the model's place
+    swap_ema();
+    r.ema = eval_pass();
+    swap_ema();
+    r.has_ema = true;
+  }
+  Json line = Json::object();
+  line["split"] = "eval";
+  line["step"] = step_;
+  line["epochs"] = static_cast<double>(step_) / static_cast<double>(steps_per_epoch_);  // epochs trained
+  line["train_seconds"] = train_seconds_;  // training time to this point (evaluation left out)
+  auto put = [&](const std::string& prefix, const EvalScores& e) {
+    line[prefix + "loss"] = e.loss;
+    line[prefix + "accuracy"] = e.accuracy;
+    if (e.flip_tta_accuracy >= 0) line[prefix + "flip_tta_accuracy"] = e.flip_tta_accuracy;
+  };
+  put("", r.model);
+  if (r.has_ema) put("ema_", r.ema);
+  line["samples"] = r.model.samples;
+  metrics_->eval(line);
+  return r;
+}
+
 void Trainer::save_checkpoint() {
-  checkpoints_->save(step_, params_, optimizer_->state(), rank_state(), config_yaml_, *host_comm_);
+  checkpoints_->save(step_, params_, optimizer_->state(), ema_, rank_state(), config_yaml_, *host_comm_);
   metrics_->message(str("checkpoint written: ", checkpoints_->root(), " step ", step_));
 }
 
@@ -504,26 +560,33 @@ RunSummary Trainer::fit() {
   RunSummary summary;
   if (!resume()) {
     if (!config_.model.init_from.empty()) initialise_from_pretrained();
-    std::vector<torch::Tensor> tensors;
-    for (auto& p : params_) tensors.push_back(p.second);
-    dist::broadcast_parameters(*comm_, tensors, 0);  // rank 0's weights everywhere
+    dist::broadcast_parameters(*comm_, param_tensors_, 0);  // rank 0's weights everywhere
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < ema_tensors_.size(); ++i) ema_tensors_[i].copy_(param_tensors_[i]);
   }
   if (launch_.rank == 0) write_file_atomic(config_.run.dir + "/config.yaml", config_yaml_);
   const int64_t first_step = step_;
+  const double seconds_before = train_seconds_;
   const int64_t eval_every = config_.train.eval_every_steps > 0 ? config_.train.eval_every_steps : steps_per_epoch_;
   const int64_t ckpt_every = config_.checkpoint.every_steps;
   const int64_t log_every = config_.logging.every_steps;
-  std::vector<torch::Tensor> param_tensors;
-  for (auto& p : params_) param_tensors.push_back(p.second);
 
-  auto t0 = std::chrono::steady_clock::now();
-  auto t_log = t0;
-  // Evaluation and checkpoints are not training: their time is left out of the logged img/s.
-  auto outside_interval = [&](const std::function<void()>& work) {
+  // Two clocks: train_seconds_ runs while the loop trains and stops for evaluation and
+  // checkpoints (whose time is left out of the logged img/s as well).
+  auto clock = std::chrono::steady_clock::now();
+  auto t_log = clock;
+  auto pause_training_clock = [&] {
     wait_for_device(device_);  // the steps queued so far count as training
+    train_seconds_ += seconds_since(clock);
+  };
+  auto outside_interval = [&](bool is_eval, const std::function<void()>& work) {
+    pause_training_clock();
     const auto start = std::chrono::steady_clock::now();
     work();
-    t_log += std::chrono::steady_clock::now() - start;
+    const auto now = std::chrono::steady_clock::now();
+    if (is_eval) eval_seconds_ += std::chrono::duration<double>(now - start).count();
+    t_log += now - start;
+    clock = now;
   };
   train_loader_->reset_wait_stats();
   while (step_ < total_steps_) {
@@ -535,32 +598,48 @@ RunSummary Trainer::fit() {
       t_log = std::chrono::steady_clock::now();
     }
     if (config_.distributed.check_every_steps > 0 && step_ % config_.distributed.check_every_steps == 0)
-      dist::check_parameters_in_sync(*comm_, param_tensors, step_);
-    if (step_ % eval_every == 0 && step_ != total_steps_) outside_interval([this] { evaluate(); });
-    if (ckpt_every > 0 && step_ % ckpt_every == 0 && step_ != total_steps_) outside_interval([this] { save_checkpoint(); });
+      dist::check_parameters_in_sync(*comm_, param_tensors_, step_);
+    if (step_ % eval_every == 0 && step_ != total_steps_) outside_interval(true, [this] { evaluate(); });
+    if (ckpt_every > 0 && step_ % ckpt_every == 0 && step_ != total_steps_)
+      outside_interval(false, [this] { save_checkpoint(); });
     if (stop_requested()) {
       metrics_->message(str("stop signal received: writing a checkpoint at step ", step_));
+      pause_training_clock();
       save_checkpoint();
       summary.preempted = true;
       break;
     }
   }
+  if (!summary.preempted) pause_training_clock();
   profiler_->finish(step_);
   if (!summary.preempted && step_ > first_step) save_checkpoint();
   summary.steps = step_;
-  summary.train_seconds = seconds_since(t0);
+  summary.train_seconds = train_seconds_;
   const double images = static_cast<double>(step_ - first_step) * config_.train.micro_batch_size * accumulation_ *
                         launch_.world_size;
-  summary.img_per_s = images / std::max(summary.train_seconds, 1e-9);
-  if (!summary.preempted) summary.final_eval = evaluate();
+  summary.img_per_s = images / std::max(train_seconds_ - seconds_before, 1e-9);
+  if (!summary.preempted) {
+    const auto start = std::chrono::steady_clock::now();
+    summary.final_eval = evaluate();
+    eval_seconds_ += seconds_since(start);
+  }
+  summary.eval_seconds = eval_seconds_;
   metrics_->finish();
   if (launch_.rank == 0 && !summary.preempted) {
     Json s = Json::object();
     s["steps"] = summary.steps;
-    s["train_seconds"] = summary.train_seconds;
+    s["train_seconds"] = summary.train_seconds;  // over every resumed part; evaluation and checkpoints left out
+    s["eval_seconds"] = summary.eval_seconds;    // this part's evaluations
     s["img_per_s"] = summary.img_per_s;
-    s["eval_accuracy"] = summary.final_eval.accuracy;
-    s["eval_loss"] = summary.final_eval.loss;
+    const EvalResult& e = summary.final_eval;
+    s["eval_accuracy"] = e.model.accuracy;  // fractions (0.935 = 93.5%)
+    s["eval_loss"] = e.model.loss;
+    if (e.model.flip_tta_accuracy >= 0) s["eval_flip_tta_accuracy"] = e.model.flip_tta_accuracy;
+    if (e.has_ema) {
+      s["ema_eval_accuracy"] = e.ema.accuracy;
+      s["ema_eval_loss"] = e.ema.loss;
+      if (e.ema.flip_tta_accuracy >= 0) s["ema_eval_flip_tta_accuracy"] = e.ema.flip_tta_accuracy;
+    }
     s["world_size"] = launch_.world_size;
     write_file_atomic(config_.run.dir + "/summary.json", s.dump() + "\n");
   }

@@ -5,7 +5,8 @@
 //   2. forward  under bf16 autocast on GPU, loss in fp32 (label smoothing / mixup targets)
 //   3. backward gradients land in bucket views; full buckets all-reduce while backward goes on
 //   4. finish   wait for the last buckets: gradients are averaged and identical on all ranks
-//   5. optimise clip by global norm, fused AdamW/SGD (skips the update if the norm is not finite)
+//   5. optimise clip by global norm, fused AdamW/SGD (skips the update if the norm is not finite),
+//               then the weights' moving average (train.ema_decay)
 //   6. record   loss and counts accumulate on the device; read back every logging.every_steps
 //
 // Collective order (Note [Collective order]): every rank calls the same collectives in the
@@ -38,15 +39,24 @@ namespace vit::train {
 // Exit status after a SIGTERM/SIGUSR1 stop with a checkpoint written: requeue the job.
 constexpr int kExitRequeue = 75;
 
-struct EvalResult {
+// One pass over the evaluation split with one set of weights. Accuracies are fractions.
+struct EvalScores {
   double loss = 0.0;
   double accuracy = 0.0;
-  int64_t samples = 0;
+  double flip_tta_accuracy = -1.0;  // train.eval_flip_tta: each image and its mirror image averaged; -1: not run
+  int64_t samples = 0;              // counted (padding and skipped corrupt images are not)
+};
+
+struct EvalResult {
+  EvalScores model;
+  EvalScores ema;  // the weights' moving average (train.ema_decay > 0)
+  bool has_ema = false;
 };
 
 struct RunSummary {
   int64_t steps = 0;
-  double train_seconds = 0.0;
+  double train_seconds = 0.0;  // training only: evaluation and checkpoints are left out
+  double eval_seconds = 0.0;
   double img_per_s = 0.0;
   EvalResult final_eval;
   bool preempted = false;  // stopped by a signal after writing a checkpoint
@@ -69,6 +79,9 @@ class Trainer {
   void train_step();
   void forward_backward(const data::Batch& batch, double loss_scale);
   void optimise();
+  void update_ema();
+  void swap_ema();  // exchanges the model's weights and the moving average, in place
+  EvalScores eval_pass();
   void graph_step();
   void micro_step(const data::Batch& batch, int64_t micro);  // forward + backward of one micro-batch
   // One train metrics line for the steps since `interval_start` (timed until their GPU work is done).
@@ -87,6 +100,9 @@ class Trainer {
 
   model::VisionTransformer model_{nullptr};
   model::NamedTensors params_;
+  std::vector<torch::Tensor> param_tensors_;
+  model::NamedTensors ema_;  // fp32 moving average of params_, same names; empty when train.ema_decay is 0
+  std::vector<torch::Tensor> ema_tensors_;
   std::shared_ptr<dist::Communicator> comm_;       // gradients, metrics (device tensors)
   std::shared_ptr<dist::Communicator> host_comm_;  // control: barriers, flags, checkpoints (CPU, MPI)
   std::unique_ptr<dist::GradSync> grad_sync_;
@@ -106,6 +122,9 @@ class Trainer {
   // Device-side accumulators since the last log line.
   torch::Tensor loss_sum_, sample_count_, grad_norm_;
   int64_t last_log_step_ = 0;
+  // Training time so far (evaluation and checkpoints left out), carried over a resume.
+  double train_seconds_ = 0.0;
+  double eval_seconds_ = 0.0;
   // train.cuda_graph: static inputs, the captured step, eager steps before capture.
   static constexpr int kGraphWarmupSteps = 3;
   std::vector<data::Batch> static_batches_;  // one per micro-batch of the step

@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "core/errors.h"
-#include "data/batch_ops.h"
+#include "data/augment.h"
 #include "data/config.h"
 #include "data/image.h"
 #include "data/synthetic.h"
@@ -98,28 +98,28 @@ TEST(Jpeg, RoundTripScaledDecodeAndCorruptFiles) {
   EXPECT_THROW(decode_jpeg("not a jpeg at all", "junk.jpg"), DataError);
 }
 
-TEST(BatchFinisher, NormalisesWithMeanAndStd) {
+TEST(AugmenterFinish, NormalisesWithMeanAndStd) {
   DataConfig config;
   LoaderOptions options;
   options.train = false;
-  BatchFinisher f(config, options);
+  Augmenter f(config, options);
   auto images = torch::full({1, 3, 2, 2}, 255, torch::kUInt8);
-  auto batch = f.finish(images, torch::zeros({1}, torch::kInt64), torch::ones({1}), 0);
+  auto batch = f.finish(images, torch::zeros({1}, torch::kInt64), torch::ones({1}), {0}, 0);
   for (int c = 0; c < 3; ++c)
     EXPECT_NEAR(batch.images[0][c][1][1].item<double>(), (1.0 - config.mean[c]) / config.std[c], 1e-5);
   EXPECT_FALSE(batch.targets.defined());
 }
 
-TEST(BatchFinisher, MixupMixesImagesAndTargetsWithTheSameLambda) {
+TEST(AugmenterFinish, MixupMixesImagesAndTargetsWithTheSameLambda) {
   DataConfig config;
   config.mixup_alpha = 0.8;
   config.mean = {0, 0, 0};
   config.std = {1.0 / 255, 1.0 / 255, 1.0 / 255};  // normalised value == pixel value
   LoaderOptions options;
   options.num_classes = 4;
-  BatchFinisher f(config, options);
+  Augmenter f(config, options);
   auto images = torch::tensor({10.f, 110.f}).view({2, 1, 1, 1}).expand({2, 3, 2, 2}).contiguous();
-  auto batch = f.finish(images, torch::tensor({1, 3}, torch::kInt64), torch::ones({2}), 99);
+  auto batch = f.finish(images, torch::tensor({1, 3}, torch::kInt64), torch::ones({2}), {1, 2}, 99);
   ASSERT_TRUE(batch.targets.defined());
   const double lam = batch.targets[0][1].item<double>();  // sample 0 = lam * (label 1) + (1 - lam) * (label 3)
   EXPECT_NEAR(batch.targets[0][3].item<double>(), 1 - lam, 1e-6);
@@ -127,7 +127,7 @@ TEST(BatchFinisher, MixupMixesImagesAndTargetsWithTheSameLambda) {
   EXPECT_NEAR(batch.targets.sum(1)[1].item<double>(), 1.0, 1e-6);
 }
 
-TEST(BatchFinisher, Bf16ImagesAreTheFp32BatchRoundedOnce) {
+TEST(AugmenterFinish, Bf16ImagesAreTheFp32BatchRoundedOnce) {
   // image_dtype bf16: the values autocast would give the patch embedding (normalise and mix in
   // fp32, one rounding), for plain, mixup and cutmix batches alike.
   auto images = torch::randint(0, 256, {4, 3, 8, 8}, torch::kUInt8);
@@ -138,10 +138,12 @@ TEST(BatchFinisher, Bf16ImagesAreTheFp32BatchRoundedOnce) {
     config.cutmix_alpha = cutmix;
     LoaderOptions options;
     options.num_classes = 4;
-    BatchFinisher fp32(config, options);
+    Augmenter fp32(config, options);
     options.image_dtype = torch::kBFloat16;
-    BatchFinisher bf16(config, options);
-    auto a = fp32.finish(images, labels, torch::ones({4}), 7), b = bf16.finish(images, labels, torch::ones({4}), 7);
+    Augmenter bf16(config, options);
+    const std::vector<uint64_t> keys{1, 2, 3, 4};
+    auto a = fp32.finish(images, labels, torch::ones({4}), keys, 7);
+    auto b = bf16.finish(images, labels, torch::ones({4}), keys, 7);
     ASSERT_EQ(b.images.scalar_type(), torch::kBFloat16);
     EXPECT_TRUE(torch::equal(b.images, a.images.to(torch::kBFloat16))) << "mixup " << mixup << " cutmix " << cutmix;
     EXPECT_EQ(a.targets.defined(), mixup > 0 || cutmix > 0);
@@ -155,11 +157,12 @@ TEST(ResidentAugment, PadCropKeepsPixelsAndPadsWithZeros) {
   // A 1-sample batch whose pixel (y, x) = 8 y + x; after pad-crop every non-zero output pixel is
   // a source pixel shifted by one (dy, dx) for the whole image.
   auto src = torch::arange(64, torch::kUInt8).view({1, 1, 8, 8}).expand({1, 3, 8, 8}).contiguous();
-  AugmentSettings s;
-  s.padding = 2;
-  s.hflip = false;
-  s.out_h = s.out_w = 8;
-  auto out = augment_resident(src, s, 12345).to(torch::kInt64);
+  DataConfig config;
+  config.crop_padding = 2;
+  config.hflip = false;
+  LoaderOptions options;
+  options.image_height = options.image_width = 8;
+  auto out = Augmenter(config, options).geometry(src, {12345}).to(torch::kInt64);
   int64_t dy = 99, dx = 99;
   for (int64_t y = 0; y < 8; ++y)
     for (int64_t x = 0; x < 8; ++x) {

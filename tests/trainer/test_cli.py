@@ -56,7 +56,7 @@ def test_print_config_is_complete_yaml():
     proc = run(["--config", "configs/cifar10/finetune.yaml", "--print-config"])
     resolved = yaml.safe_load(proc.stdout)
     assert resolved["model"]["image_size"] == 48 and resolved["model"]["head"] == "linear"
-    assert resolved["model"]["width"] == 384  # inherited from the pretraining config
+    assert resolved["model"]["width"] == 192  # inherited from the pretraining config
     assert set(resolved) == {"run", "model", "data", "optim", "schedule", "train", "distributed", "checkpoint",
                              "logging"}
 

@@ -154,3 +154,55 @@ def test_a_checkpoint_refused_at_resume_is_neither_counted_nor_removed_by_prunin
     assert f"resumed from {step(2)}" in proc.stdout + proc.stderr
     assert sorted(p.name for p in (dir_ / "checkpoints").iterdir()) == \
         ["latest", "step_00000004", "step_00000005", "step_00000006"]
+
+
+STRONG = ["data.rand_augment=rand-m9-mstd0.5-inc1", "data.random_erase_prob=0.25", "data.repeated_augment=2",
+          "data.mixup_alpha=0.8", "data.cutmix_alpha=1.0", "train.ema_decay=0.9", "train.eval_flip_tta=true"]
+
+
+@pytest.mark.parametrize("np", [1, 2])
+def test_resume_is_exact_with_randaugment_erasing_repeats_mixing_and_the_weight_average(tmp_path, np):
+    ref_dir, dir_ = tmp_path / "ref", tmp_path / "killed"
+    run(args(ref_dir, STRONG), np=np)
+    reference = losses_by_step(ref_dir)
+    job = start(args(dir_, STRONG), np=np, log=tmp_path / "killed.log")
+    wait_for(lambda: any(committed(dir_, s) for s in range(EVERY, STEPS - EVERY, EVERY)),
+             what="a checkpoint before the end")
+    kill_job(job)
+    assert not committed(dir_, STEPS), "the run finished before the kill: the test lost its race"
+    proc = run(args(dir_, STRONG), np=np)
+    assert "resumed from" in proc.stdout + proc.stderr
+    assert losses_by_step(dir_) == reference
+    last = f"checkpoints/step_{STEPS:08d}/ema.safetensors"
+    assert (ref_dir / last).read_bytes() == (dir_ / last).read_bytes(), "the moving average differs after resume"
+    evals = metrics(dir_, "eval")
+    assert all(0 <= e[k] <= 1 for e in evals for k in ("ema_accuracy", "flip_tta_accuracy", "ema_flip_tta_accuracy"))
+
+
+def test_weight_average_is_the_documented_recurrence_and_fine_tuning_can_start_from_it(tmp_path):
+    from safetensors.numpy import load_file
+    decay = 0.75
+    dir_ = tmp_path / "ema"
+    run(args(dir_, [f"train.ema_decay={decay}", "train.steps=4", "checkpoint.every_steps=1", "checkpoint.keep=4"]))
+    ckpt = lambda step, name: load_file(str(dir_ / "checkpoints" / f"step_{step:08d}" / name))
+    for step in (3, 4):  # ema_t = decay ema_{t-1} + (1 - decay) w_t
+        before, weights, after = ckpt(step - 1, "ema.safetensors"), ckpt(step, "model.safetensors"), \
+            ckpt(step, "ema.safetensors")
+        assert sorted(after) == sorted(weights)
+        for name in weights:
+            expected = decay * before[name].astype("float64") + (1 - decay) * weights[name].astype("float64")
+            assert abs(after[name] - expected).max() <= 1e-6 * max(1.0, abs(expected).max()), name
+    summary = (dir_ / "summary.json").read_text()
+    assert '"ema_eval_accuracy"' in summary and '"eval_seconds"' in summary
+
+    fine = tmp_path / "fine"
+    proc = run(["--config", "configs/quickstart.yaml"] + sets(
+        TINY + SLOWER + [f"run.dir={fine}", "train.steps=2", f"model.init_from={dir_}", "model.init_from_ema=true",
+                         "model.head=linear"]))
+    assert "moving average (ema.safetensors)" in proc.stdout + proc.stderr
+    no_ema = tmp_path / "no_ema"
+    run(args(no_ema, ["train.steps=2"]))
+    proc = run(["--config", "configs/quickstart.yaml"] + sets(
+        TINY + SLOWER + [f"run.dir={tmp_path / 'fine2'}", "train.steps=2", f"model.init_from={no_ema}",
+                         "model.init_from_ema=true"]), check=False)
+    assert proc.returncode == 2 and "holds no ema.safetensors" in proc.stderr, proc.stderr
