@@ -307,16 +307,23 @@ bool Trainer::resume() {
               join(changes, "; "), "), and the saved weights, optimiser state, data position and schedule belong "
               "to the old values; restore them, or use a new run.dir (model.init_from can start it from these weights)");
   }
-  {
+  // The weights (and their moving average) by name into this model's tensors.
+  auto restore = [&](model::NamedTensors& into, const model::NamedTensors& saved, const std::string& file) {
     torch::NoGradGuard no_grad;
-    std::map<std::string, torch::Tensor> by_name(ckpt.weights.begin(), ckpt.weights.end());
-    for (auto& [name, p] : params_) {
+    std::map<std::string, torch::Tensor> by_name(saved.begin(), saved.end());
+    for (auto& [name, p] : into) {
       auto it = by_name.find(name);
       VIT_CHECK(it != by_name.end() && it->second.sizes().equals(p.sizes()), CheckpointError, "checkpoint '",
-                ckpt.dir, "': weights do not fit this model (", name,
+                ckpt.dir, "': ", file, " does not fit this model (", name,
                 "); the config changed since it was written: use a new run.dir");
       p.copy_(it->second);
     }
+  };
+  restore(params_, ckpt.weights, "model.safetensors");
+  if (!ema_.empty()) {
+    VIT_CHECK(!ckpt.ema.empty(), CheckpointError, "checkpoint '", ckpt.dir,
+              "' holds no ema.safetensors, and this run keeps a moving average (train.ema_decay); use a new run.dir");
+    restore(ema_, ckpt.ema, "ema.safetensors");
   }
   optimizer_->load_state(ckpt.optimizer, ckpt.dir + "/optimizer.safetensors");
   restore_rank_state(ckpt.rank_state, ckpt.dir);

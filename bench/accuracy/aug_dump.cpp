@@ -2,7 +2,7 @@
 //
 // For `steps` training batches (epoch 0) of an ImageFolder set, and the first eval batch, writes
 // raw binary files into OUT: the source images (uint8, the decoded set indexed by the sampler's
-// ids), the augmented images before normalisation (augment_resident with the loader's key),
+// ids), the augmented images before normalisation (Augmenter::geometry with the loader's keys),
 // the finished batch from Loader::next() (normalised, mixed), labels and soft targets.
 //
 // Not part of the CMake build; compile by hand against build/ (see bench/accuracy/README.md):
@@ -12,7 +12,7 @@
 #include <iostream>
 #include <string>
 
-#include "data/batch_ops.h"
+#include "data/augment.h"
 #include "data/image_folder.h"
 #include "data/loader.h"
 #include "data/random.h"
@@ -54,18 +54,15 @@ int main(int argc, char** argv) {
   ImageFolderSource source(train_dir);
   auto set = *decode_all(source, 4, true);
   ShardedSampler sampler({set.size(), 0, 1, b, lo.seed, true});
-  AugmentSettings s;  // as ResidentLoader sets them
-  s.train = true;
-  s.crop = cfg.train_crop;
-  s.padding = cfg.crop_padding;
-  s.hflip = cfg.hflip;
-  s.out_h = s.out_w = 32;
+  const Augmenter augmenter(cfg, lo);  // as ResidentLoader builds it
   for (int64_t step = 0; step < steps; ++step) {
     Batch batch = loader->next();
     auto ids_v = sampler.indices(0, step);
     auto ids = torch::tensor(ids_v, torch::kInt64);
     auto raw = set.images.index_select(0, ids);
-    auto aug = augment_resident(raw, s, mix_key({0, tag(Stream::kAugment), 0, static_cast<uint64_t>(step), 0}));
+    std::vector<uint64_t> keys;
+    for (int64_t j = 0; j < b; ++j) keys.push_back(sample_key(lo.seed, 0, first_position(step, 0, 1, b) + j));
+    auto aug = augmenter.geometry(raw, keys);
     const std::string p = out + "/step" + std::to_string(step) + "_";
     write(p + "ids.i64", ids);
     write(p + "raw.u8", raw);

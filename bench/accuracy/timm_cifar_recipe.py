@@ -31,8 +31,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import yaml
-from PIL import Image
+from PIL import Image, ImageOps
 from timm.data import Mixup
+from timm.data import auto_augment
 from timm.data.auto_augment import rand_augment_transform
 from timm.data.distributed_sampler import RepeatAugSampler
 from timm.data.random_erasing import RandomErasing
@@ -43,6 +44,20 @@ from timm.optim import param_groups_weight_decay
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
+
+
+def _posterize(img, bits_to_keep, **_):
+    """timm's posterize, keeping 0 bits as black (as torchvision and older Pillow do): Pillow 11 refuses
+    bits 0, which timm's PosterizeIncreasing asks for at magnitude 10 (reached with magnitude noise)."""
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+for _name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
+    auto_augment.NAME_TO_OP[_name] = _posterize
 
 
 def load_recipe(path):
@@ -144,8 +159,9 @@ def run_stage(name, recipe, model, data, args, device, log):
     sampler = RepeatAugSampler(train_set, num_replicas=1, rank=0, shuffle=True, num_repeats=repeats,
                                selected_ratio=1.0 / repeats) if repeats > 1 else None
     loader = DataLoader(train_set, batch_size=batch, shuffle=sampler is None, sampler=sampler, drop_last=True,
-                        num_workers=args.workers, pin_memory=True, persistent_workers=True, prefetch_factor=4)
-    test_loader = DataLoader(test_set, batch_size=1000, num_workers=args.workers, pin_memory=True)
+                        num_workers=args.workers, pin_memory=device.type == "cuda", persistent_workers=True,
+                        prefetch_factor=4)
+    test_loader = DataLoader(test_set, batch_size=1000, num_workers=args.workers, pin_memory=device.type == "cuda")
     num_classes = len(train_set.classes)
 
     o = recipe.get("optim", {})
@@ -157,7 +173,7 @@ def run_stage(name, recipe, model, data, args, device, log):
         opt = torch.optim.AdamW(groups, lr=o["lr"], betas=(o.get("beta1", 0.9), o.get("beta2", 0.999)), fused=True)
     decay = get(recipe, "train.ema_decay", 0.0)
     ema = ModelEmaV3(model, decay=decay) if decay > 0 else None
-    net = torch.compile(model)
+    net = torch.compile(model) if device.type == "cuda" else model
     smoothing = get(recipe, "train.label_smoothing", 0.0)
     mixup, cutmix = get(recipe, "data.mixup_alpha", 0.0), get(recipe, "data.cutmix_alpha", 0.0)
     mixer = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=smoothing, num_classes=num_classes) \
@@ -176,17 +192,18 @@ def run_stage(name, recipe, model, data, args, device, log):
         correct = 0
         for x, y in test_loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 correct += (m(x).argmax(-1) == y).sum().item()
         m.train()
         return correct / len(test_set)
 
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     step, train_s = 0, 0.0
     result = {}
     for epoch in range(epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
-        torch.cuda.synchronize()
+        sync()
         t0 = time.time()
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -194,7 +211,7 @@ def run_stage(name, recipe, model, data, args, device, log):
                 x, y = mixer(x, y)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, warmup, o["lr"], s.get("min_lr", 0.0))
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = criterion(net(x).float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -204,7 +221,7 @@ def run_stage(name, recipe, model, data, args, device, log):
             if ema is not None:
                 ema.update(model, step)
             step += 1
-        torch.cuda.synchronize()
+        sync()
         train_s += time.time() - t0
         result = {"stage": name, "epoch": epoch + 1, "train_seconds": round(train_s, 2),
                   "accuracy": evaluate(net), "loss": round(loss.item(), 4)}
@@ -222,11 +239,11 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     p.add_argument("--set", action="append", default=[], help="section.key=value over both YAML files")
+    p.add_argument("--device", default="cuda", help="cuda (bf16 autocast, torch.compile) or cpu (a smoke test)")
     a = p.parse_args()
-    assert torch.cuda.is_available(), "the reference runs on a GPU"
     torch.manual_seed(a.seed)
     torch.backends.cuda.matmul.allow_tf32 = True
-    device = torch.device("cuda")
+    device = torch.device(a.device)
 
     def log(d):
         print(json.dumps(d), flush=True)
