@@ -253,7 +253,7 @@ aug::SamplePlan draw_plan(const AugmentPolicy& policy, uint64_t key) {
 }
 
 torch::Tensor to_device_async(const torch::Tensor& host, torch::Device device) {
-  if (!device.is_cuda()) return host.to(device);
+  if (!device.is_cuda() || !host.is_cpu()) return host.to(device);
   return host.pin_memory().to(device, /*non_blocking=*/true);
 }
 

@@ -97,7 +97,8 @@ void run_erase(torch::Tensor& images, const torch::Tensor& plans);
 void run_layers_cpu(torch::Tensor& images, const torch::Tensor& plans, int num_layers, const std::array<float, 3>& fill);
 void run_erase_cpu(torch::Tensor& images, const torch::Tensor& plans);
 
-// Moves a small host tensor to `device` without a host sync (pinned staging on CUDA).
+// Moves a small host tensor to `device` without a host sync (pinned staging on CUDA); a tensor
+// already on a device is moved with .to().
 torch::Tensor to_device_async(const torch::Tensor& host, torch::Device device);
 
 class Augmenter {

@@ -56,7 +56,7 @@ class ResidentLoader final : public Loader {
     }
     auto images = images_.index_select(0, to_device_async(index, images_.device()));
     auto labels = labels_.index_select(0, to_device_async(index, images_.device()));
-    if (images.device() != options_.device) {  // host-memory store: copy the uint8 batch
+    if (images_.is_cpu() && !options_.device.is_cpu()) {  // host-memory store: copy the uint8 batch
       images = to_device_async(images, options_.device);
       labels = to_device_async(labels, options_.device);
     }

@@ -15,8 +15,8 @@ fine-tune stage).
 --set applies to both stages of both systems (e.g. --set train.epochs=20 for a quick look).
 Prints a markdown table and writes OUT/results.json.
 
-Ablations: --variant NAME:section.key=value,... (repeatable; a key of the fine-tune stage only as
-finetune.section.key=value) runs vitrain once per variant and seed; with --parallel they all run
+Ablations: --variant NAME:section.key=value,... (repeatable; a key of one stage only as
+pretrain.section.key=value or finetune.section.key=value) runs vitrain once per variant and seed; with --parallel they all run
 at once on the GPU, which leaves the accuracies as they are but makes the times meaningless.
 """
 import argparse
@@ -60,9 +60,10 @@ def vitrain_seed(args, seed, out, variant=("", []), background=False):
     for stage, config in (("pretrain", PRETRAIN), ("finetune", FINETUNE)):
         run_dir = out / tag / stage
         extra = ["--set", f"run.dir={run_dir}"]
-        for kv in pairs:
-            if kv.startswith("finetune."):
-                extra += ["--set", kv[len("finetune."):]] if stage == "finetune" else []
+        for kv in pairs:  # "pretrain.x.y=v" / "finetune.x.y=v": one stage; "x.y=v": both
+            first = kv.split(".", 1)[0]
+            if first in ("pretrain", "finetune"):
+                extra += ["--set", kv.split(".", 1)[1]] if first == stage else []
             else:
                 extra += ["--set", kv]
         if stage == "finetune":
