@@ -93,6 +93,8 @@ aug::LayerPlan affine_layer(double angle_deg, double translate_x, double transla
 void run_layers(torch::Tensor& images, const torch::Tensor& plans, int num_layers, const std::array<float, 3>& fill);
 // Step 4 over normalised float images, in place.
 void run_erase(torch::Tensor& images, const torch::Tensor& plans);
+// The plans as SamplePlans, after checking both tensors' layout, size and device (DataError).
+const aug::SamplePlan* checked_plans(const torch::Tensor& images, const torch::Tensor& plans);
 // The CPU versions (the device ones fall back to them for CPU tensors).
 void run_layers_cpu(torch::Tensor& images, const torch::Tensor& plans, int num_layers, const std::array<float, 3>& fill);
 void run_erase_cpu(torch::Tensor& images, const torch::Tensor& plans);

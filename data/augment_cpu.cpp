@@ -40,26 +40,23 @@ void image_stats(const float* image, int64_t h, int64_t w, int32_t op, aug::Imag
   }
 }
 
-const aug::SamplePlan* plans_of(const torch::Tensor& plans, int64_t batch) {
-  VIT_CHECK(plans.scalar_type() == torch::kUInt8 && plans.is_contiguous() &&
-                plans.numel() == batch * static_cast<int64_t>(sizeof(aug::SamplePlan)),
-            DataError, "augmentation plans: expected ", batch, " SamplePlans as bytes");
-  return reinterpret_cast<const aug::SamplePlan*>(plans.data_ptr<uint8_t>());
-}
+}  // namespace
 
-void check_images(const torch::Tensor& images) {
+const aug::SamplePlan* checked_plans(const torch::Tensor& images, const torch::Tensor& plans) {
   VIT_CHECK(images.dim() == 4 && images.size(1) == 3 && images.scalar_type() == torch::kFloat32 &&
                 images.is_contiguous(),
             DataError, "augmentation: expected contiguous float images [B, 3, H, W], got ", images.sizes());
+  VIT_CHECK(plans.device() == images.device() && plans.scalar_type() == torch::kUInt8 && plans.is_contiguous() &&
+                plans.numel() == images.size(0) * static_cast<int64_t>(sizeof(aug::SamplePlan)),
+            DataError, "augmentation plans: expected ", images.size(0), " SamplePlans as bytes on ",
+            images.device().str());
+  return reinterpret_cast<const aug::SamplePlan*>(plans.data_ptr<uint8_t>());
 }
-
-}  // namespace
 
 void run_layers_cpu(torch::Tensor& images, const torch::Tensor& plans, int num_layers,
                     const std::array<float, 3>& fill) {
-  check_images(images);
+  const aug::SamplePlan* plan = checked_plans(images, plans);
   const int64_t b = images.size(0), h = images.size(2), w = images.size(3), plane = h * w;
-  const aug::SamplePlan* plan = plans_of(plans, b);
   float* data = images.data_ptr<float>();
   at::parallel_for(0, b, 1, [&](int64_t first, int64_t last) {
     std::vector<float> out(static_cast<size_t>(3 * plane));
@@ -85,9 +82,8 @@ void run_layers_cpu(torch::Tensor& images, const torch::Tensor& plans, int num_l
 }
 
 void run_erase_cpu(torch::Tensor& images, const torch::Tensor& plans) {
-  check_images(images);
+  const aug::SamplePlan* plan = checked_plans(images, plans);
   const int64_t b = images.size(0), h = images.size(2), w = images.size(3);
-  const aug::SamplePlan* plan = plans_of(plans, b);
   float* data = images.data_ptr<float>();
   at::parallel_for(0, b, 1, [&](int64_t first, int64_t last) {
     for (int64_t n = first; n < last; ++n) {

@@ -5,33 +5,15 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include "core/errors.h"
 #include "data/augment.h"
 #include "data/augment_kernels.h"
 
 namespace vit::data {
-namespace {
-
-const aug::SamplePlan* device_plans(const torch::Tensor& plans, const torch::Tensor& images) {
-  VIT_CHECK(plans.device() == images.device() && plans.scalar_type() == torch::kUInt8 &&
-                plans.numel() == images.size(0) * static_cast<int64_t>(sizeof(aug::SamplePlan)),
-            DataError, "augmentation plans: expected ", images.size(0), " SamplePlans on ", images.device().str());
-  return reinterpret_cast<const aug::SamplePlan*>(plans.data_ptr<uint8_t>());
-}
-
-void check_images(const torch::Tensor& images) {
-  VIT_CHECK(images.dim() == 4 && images.size(1) == 3 && images.scalar_type() == torch::kFloat32 &&
-                images.is_contiguous(),
-            DataError, "augmentation: expected contiguous float images [B, 3, H, W], got ", images.sizes());
-}
-
-}  // namespace
 
 void run_layers(torch::Tensor& images, const torch::Tensor& plans, int num_layers, const std::array<float, 3>& fill) {
   if (!images.is_cuda()) return run_layers_cpu(images, plans, num_layers, fill);
-  check_images(images);
+  const auto* plan = checked_plans(images, plans);
   c10::cuda::CUDAGuard guard(images.device());
-  const auto* plan = device_plans(plans, images);
   auto stats = torch::empty({images.size(0) * static_cast<int64_t>(sizeof(aug::ImageStats))},
                             images.options().dtype(torch::kUInt8));
   auto* scratch = reinterpret_cast<aug::ImageStats*>(stats.data_ptr<uint8_t>());
@@ -48,10 +30,10 @@ void run_layers(torch::Tensor& images, const torch::Tensor& plans, int num_layer
 
 void run_erase(torch::Tensor& images, const torch::Tensor& plans) {
   if (!images.is_cuda()) return run_erase_cpu(images, plans);
-  check_images(images);
+  const auto* plan = checked_plans(images, plans);
   c10::cuda::CUDAGuard guard(images.device());
-  C10_CUDA_CHECK(kernels::launch_erase(images.data_ptr<float>(), images.size(0), images.size(2), images.size(3),
-                                       device_plans(plans, images), at::cuda::getCurrentCUDAStream()));
+  C10_CUDA_CHECK(kernels::launch_erase(images.data_ptr<float>(), images.size(0), images.size(2), images.size(3), plan,
+                                       at::cuda::getCurrentCUDAStream()));
 }
 
 }  // namespace vit::data

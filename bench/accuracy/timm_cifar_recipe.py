@@ -23,13 +23,12 @@ DIR holds train/<class>/*.jpg and test/<class>/*.jpg (the JPEG copy of CIFAR-10)
 """
 import argparse
 import json
-import math
 import os
+import sys
 import time
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import yaml
 from PIL import Image, ImageOps
 from timm.data import Mixup
@@ -37,13 +36,16 @@ from timm.data import auto_augment
 from timm.data.auto_augment import rand_augment_transform
 from timm.data.distributed_sampler import RepeatAugSampler
 from timm.data.random_erasing import RandomErasing
-from timm.layers import resample_abs_pos_embed, trunc_normal_
+from timm.layers import resample_abs_pos_embed
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.models.vision_transformer import VisionTransformer
 from timm.optim import param_groups_weight_decay
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timm_reference import MlpHeadViT, lr_at  # noqa: E402  (vitrain's MLP head and schedule, in timm)
 
 
 def _posterize(img, bits_to_keep, **_):
@@ -76,38 +78,6 @@ def load_recipe(path):
 def get(recipe, key, default):
     section, name = key.split(".")
     return recipe.get(section, {}).get(name, default)
-
-
-class MlpHeadViT(nn.Module):
-    """timm ViT whose head is pre_logits (Linear D->D, tanh) then Linear D->K (vitrain's head: mlp)."""
-
-    def __init__(self, vit, num_classes):
-        super().__init__()
-        d = vit.embed_dim
-        vit.reset_classifier(0)
-        self.vit = vit
-        self.pre_logits = nn.Linear(d, d)
-        self.head = nn.Linear(d, num_classes)
-        for m in (self.pre_logits, self.head):
-            trunc_normal_(m.weight, std=0.02)
-            nn.init.zeros_(m.bias)
-
-    def no_weight_decay(self):
-        return {"vit." + n for n in self.vit.no_weight_decay()}
-
-    def forward(self, x):
-        return self.head(torch.tanh(self.pre_logits(self.vit(x))))
-
-
-def lr_at(step, total, warmup, peak, min_lr=0.0):
-    """vitrain's schedule (trainer/schedule.cpp): linear warmup (step+1)/warmup, cosine to min_lr."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    decay = total - warmup
-    if decay <= 1:
-        return peak
-    t = min(1.0, (step - warmup) / (decay - 1))
-    return min_lr + (peak - min_lr) * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def train_transform(recipe, size):
