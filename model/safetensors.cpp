@@ -99,7 +99,15 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& f
         }
       VIT_CHECK(known, CheckpointError, "'", file, "': tensor '", name, "' has unsupported dtype ", dtype);
       std::vector<int64_t> shape;
-      for (const auto& s : entry.at("shape").as_array()) shape.push_back(s.as_int());
+      int64_t count = 1;  // checked before LibTorch sees the shape: no dimension below 0, no product past the file
+      for (const auto& s : entry.at("shape").as_array()) {
+        const int64_t d = s.as_int();
+        VIT_CHECK(d >= 0 && (d == 0 || count <= static_cast<int64_t>(data_size) / d), CheckpointError, "'", file,
+                  "': tensor '", name, "' has a shape with dimension ", d, " (negative, or more elements than the ",
+                  data_size, " data bytes hold); the file is corrupt");
+        count *= d;
+        shape.push_back(d);
+      }
       const auto& offsets = entry.at("data_offsets").as_array();
       VIT_CHECK(offsets.size() == 2, CheckpointError, "'", file, "': tensor '", name, "' has bad data_offsets");
       int64_t begin = offsets[0].as_int(), end = offsets[1].as_int();
@@ -112,6 +120,8 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& f
       result.tensors.emplace_back(name, t);
     } catch (const CheckpointError&) {
       throw;
+    } catch (const c10::Error& e) {
+      VIT_THROW(CheckpointError, "'", file, "': bad header entry for '", name, "': ", e.what_without_backtrace());
     } catch (const std::exception& e) {
       VIT_THROW(CheckpointError, "'", file, "': bad header entry for '", name, "': ", e.what());
     }

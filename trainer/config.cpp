@@ -192,7 +192,9 @@ YAML::Node load_tree(const std::string& path, Origins& origins, std::set<std::st
   } catch (const YAML::BadFile&) {
     VIT_THROW(ConfigError, "cannot read config file '", path, "'");
   }
-  if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  // An empty file (or only comments, `---`, `~`) would train with every default: surely a mistake.
+  VIT_CHECK(!root.IsNull(), ConfigError, path, ": the file is empty (or holds only comments); a config names at "
+            "least one section (run:, model:, data:, ...): see configs/ and docs/config.md");
   VIT_CHECK(root.IsMap(), ConfigError, path, ": the top level must be a mapping of sections (run:, model:, ...)");
   check_no_repeated_keys(root, "", path);
   YAML::Node merged(YAML::NodeType::Map);

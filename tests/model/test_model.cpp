@@ -611,5 +611,25 @@ TEST(Safetensors, TruncatedFileNamesIt) {
   EXPECT_NE(msg.find(garbage), std::string::npos) << msg;
 }
 
+TEST(Safetensors, NegativeOrOverflowingShapeIsOneLineNamingTheFile) {
+  // The header of a valid file with its shape replaced: the same message form as other bad headers,
+  // and no LibTorch backtrace (frames would follow "Exception raised from").
+  TempDir dir;
+  for (const char* shape : {"[-4, 16]", "[4611686018427387904, 4]", "[3037000500, 3037000500]"}) {
+    const std::string json = std::string("{\"w\":{\"dtype\":\"F32\",\"shape\":") + shape + ",\"data_offsets\":[0,16]}}";
+    std::string bytes(8, '\0');
+    const uint64_t n = json.size();
+    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((n >> (8 * i)) & 0xFF);
+    bytes += json + std::string(16, '\0');
+    const std::string path = dir.file("shape.safetensors");
+    std::ofstream(path, std::ios::binary) << bytes;
+    auto msg = error_message<CheckpointError>([&] { read_safetensors(path); });
+    EXPECT_NE(msg.find(path), std::string::npos) << shape << ": " << msg;
+    EXPECT_NE(msg.find("tensor 'w'"), std::string::npos) << shape << ": " << msg;
+    EXPECT_EQ(msg.find("Exception raised from"), std::string::npos) << shape << ": " << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << shape << ": " << msg;
+  }
+}
+
 }  // namespace
 }  // namespace vit::model

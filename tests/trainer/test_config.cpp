@@ -88,6 +88,20 @@ TEST(Config, MalformedYamlNamesFileAndLine) {
   EXPECT_NE(msg.find("malformed YAML"), std::string::npos) << msg;
 }
 
+TEST(Config, EmptyFileIsAnErrorNamingIt) {
+  // Empty, comment-only, a bare document marker, a YAML null: each would train with every default.
+  int i = 0;
+  for (const char* text : {"", "# only a comment\n", "---\n", "~\n"}) {
+    std::string path = write_yaml("empty" + std::to_string(i++) + ".yaml", text);
+    std::string msg = error_of([&] { load_config(path); });
+    EXPECT_NE(msg.find(path + ": the file is empty"), std::string::npos) << msg;
+  }
+  std::string base = write_yaml("empty_base.yaml", "# nothing\n");
+  std::string child = write_yaml("child_of_empty.yaml", "base: empty_base.yaml\nmodel:\n  depth: 2\n");
+  std::string msg = error_of([&] { load_config(child); });
+  EXPECT_NE(msg.find("empty_base.yaml: the file is empty"), std::string::npos) << msg;
+}
+
 TEST(Config, WrongTypeNamesKeyAndExpectedType) {
   std::string path = write_yaml("type.yaml", "model:\n  depth: four\n");
   std::string msg = error_of([&] { load_config(path); });
