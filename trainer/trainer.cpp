@@ -1,7 +1,5 @@
 #include "trainer/trainer.h"
 
-#include <ATen/autocast_mode.h>
-
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -16,6 +14,7 @@
 #include "model/fused_linear.h"
 #include "model/npz.h"
 #include "model/transfer.h"
+#include "trainer/autocast.h"
 #include "trainer/device_stats.h"
 #include "trainer/step_graph.h"
 
@@ -26,25 +25,6 @@ namespace {
 
 std::atomic<int> g_stop_signal{0};
 extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
-
-// bf16 autocast for the forward pass on GPU, off again at scope exit.
-class AutocastGuard {
- public:
-  explicit AutocastGuard(bool enabled) : enabled_(enabled) {
-    if (!enabled_) return;
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-    at::autocast::increment_nesting();
-  }
-  ~AutocastGuard() {
-    if (!enabled_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(at::kCUDA, false);
-  }
-
- private:
-  bool enabled_;
-};
 
 std::string to_hex(const torch::Tensor& bytes) {
   static const char* hex = "0123456789abcdef";
@@ -367,22 +347,6 @@ void Trainer::optimise() {
   update_ema();
 }
 
-void Trainer::update_ema() {
-  if (ema_tensors_.empty()) return;
-  torch::NoGradGuard no_grad;
-  // ema += (1 - decay) (param - ema): one multi-tensor kernel, capturable (the weight is a constant).
-  torch::_foreach_lerp_(ema_tensors_, param_tensors_, 1.0 - config_.train.ema_decay);
-}
-
-void Trainer::swap_ema() {
-  torch::NoGradGuard no_grad;
-  for (size_t i = 0; i < param_tensors_.size(); ++i) {
-    auto held = param_tensors_[i].clone();
-    param_tensors_[i].copy_(ema_tensors_[i]);
-    ema_tensors_[i].copy_(held);
-  }
-}
-
 void Trainer::micro_step(const data::Batch& batch, int64_t micro) {
   grad_sync_->set_sync(micro == accumulation_ - 1);  // communicate on the last micro-batch only
   // Forward, backward: buckets all-reduce from autograd hooks as their gradients land.
@@ -485,70 +449,6 @@ void Trainer::log_train(std::chrono::steady_clock::time_point interval_start) {
     VIT_THROW(CommError, "non-finite gradient norm at or before step ", step_,
               " (distributed.on_nonfinite: stop); lower optim.lr or set on_nonfinite: skip");
   }
-}
-
-EvalScores Trainer::eval_pass() {
-  torch::NoGradGuard no_grad;
-  model_->eval();
-  const bool tta = config_.train.eval_flip_tta;
-  auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device_);
-  auto totals = torch::zeros({4}, f32);  // loss sum, correct, samples (masked), correct with flip TTA
-  eval_loader_->seek({0, 0});
-  for (int64_t i = 0; i < eval_loader_->steps_per_epoch(); ++i) {
-    data::Batch batch = eval_loader_->next();
-    torch::Tensor logits, mirrored;
-    {
-      AutocastGuard autocast(bf16_);
-      logits = model_->forward(batch.images).to(torch::kFloat32);
-      if (tta) mirrored = model_->forward(batch.images.flip(3)).to(torch::kFloat32);
-    }
-    auto nll = torch::nn::functional::cross_entropy(
-        logits, batch.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
-    auto correct = (logits.argmax(-1) == batch.labels).to(torch::kFloat32);
-    auto correct_tta = torch::zeros_like(correct);
-    if (tta) {  // the mean of the two predicted distributions
-      auto probs = torch::softmax(logits, -1) + torch::softmax(mirrored, -1);
-      correct_tta = (probs.argmax(-1) == batch.labels).to(torch::kFloat32);
-    }
-    totals += torch::stack({(nll * batch.mask).sum(), (correct * batch.mask).sum(), batch.mask.sum(),
-                            (correct_tta * batch.mask).sum()});
-  }
-  comm_->allreduce(totals, {dist::ReduceOp::kSum})->wait();
-  auto host = totals.to(torch::kCPU);
-  const double samples = std::max(1.0, host[2].item<double>());
-  EvalScores r;
-  r.samples = static_cast<int64_t>(host[2].item<double>());
-  r.loss = host[0].item<double>() / samples;
-  r.accuracy = host[1].item<double>() / samples;
-  if (tta) r.flip_tta_accuracy = host[3].item<double>() / samples;
-  model_->train();
-  return r;
-}
-
-EvalResult Trainer::evaluate() {
-  EvalResult r;
-  r.model = eval_pass();
-  if (!ema_.empty()) {  // the same pass with the moving average in the model's place
-    swap_ema();
-    r.ema = eval_pass();
-    swap_ema();
-    r.has_ema = true;
-  }
-  Json line = Json::object();
-  line["split"] = "eval";
-  line["step"] = step_;
-  line["epochs"] = static_cast<double>(step_) / static_cast<double>(steps_per_epoch_);  // epochs trained
-  line["train_seconds"] = train_seconds_;  // training time to this point (evaluation left out)
-  auto put = [&](const std::string& prefix, const EvalScores& e) {
-    line[prefix + "loss"] = e.loss;
-    line[prefix + "accuracy"] = e.accuracy;
-    if (e.flip_tta_accuracy >= 0) line[prefix + "flip_tta_accuracy"] = e.flip_tta_accuracy;
-  };
-  put("", r.model);
-  if (r.has_ema) put("ema_", r.ema);
-  line["samples"] = r.model.samples;
-  metrics_->eval(line);
-  return r;
 }
 
 void Trainer::save_checkpoint() {
