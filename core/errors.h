@@ -35,6 +35,7 @@ VIT_DEFINE_ERROR(DataError)        // a data file is missing, truncated or malfo
 VIT_DEFINE_ERROR(CommError)        // a collective failed, timed out, or a peer died
 VIT_DEFINE_ERROR(CheckpointError)  // a checkpoint is missing, uncommitted or corrupt
 VIT_DEFINE_ERROR(ModelError)       // weights do not fit the model (names, shapes)
+VIT_DEFINE_ERROR(IoError)          // writing to disk failed (disk full, permissions, a read-only file system)
 #undef VIT_DEFINE_ERROR
 
 namespace detail {

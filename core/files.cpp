@@ -35,7 +35,7 @@ void remove_tree(const std::string& path) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0) return;
   int rc = ::nftw(path.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-  VIT_CHECK(rc == 0, DataError, "cannot remove '", path, "': ", std::strerror(errno));
+  VIT_CHECK(rc == 0, IoError, "cannot remove '", path, "': ", std::strerror(errno));
 }
 
 void fsync_directory(const std::string& dir) {
@@ -49,22 +49,29 @@ void fsync_directory(const std::string& dir) {
 void write_file_atomic(const std::string& path, const std::string& bytes) {
   std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  VIT_CHECK(fd >= 0, DataError, "cannot write '", tmp, "': ", std::strerror(errno));
+  VIT_CHECK(fd >= 0, IoError, "cannot write '", tmp, "': ", std::strerror(errno));
+  // On any failure the partial temporary goes (it would hold the space a full disk needs back);
+  // `path` itself is untouched until the rename.
+  auto fail = [&](const char* what, int err) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    VIT_THROW(IoError, what, " '", tmp, "' failed: ", std::strerror(err),
+              err == ENOSPC || err == EDQUOT ? " (the disk is full: free space, then re-run)" : "");
+  };
   size_t done = 0;
   while (done < bytes.size()) {
     ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int err = errno;
-      ::close(fd);
-      VIT_THROW(DataError, "writing '", tmp, "' failed: ", std::strerror(err), " (disk full?)");
-    }
+    if (n <= 0) fail("writing", n < 0 ? errno : ENOSPC);
     done += static_cast<size_t>(n);
   }
-  VIT_CHECK(::fsync(fd) == 0, DataError, "fsync of '", tmp, "' failed: ", std::strerror(errno));
+  if (::fsync(fd) != 0) fail("fsync of", errno);
   ::close(fd);
-  VIT_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, DataError, "cannot rename '", tmp, "' to '",
-            path, "': ", std::strerror(errno));
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    VIT_THROW(IoError, "cannot rename '", tmp, "' to '", path, "': ", std::strerror(err));
+  }
   fsync_directory(std::filesystem::path(path).parent_path().string());
 }
 

@@ -1,13 +1,16 @@
 // validate(DataConfig): the cross-field checks of the `data` section, run once at start-up.
-// Messages name the key (`data.<key>`) and say what to change. Whether files exist is checked
-// later, by the readers, which name the file.
+// Messages name the key (`data.<key>`) and say what to change. check_paths(DataConfig): that the
+// data it names is there, before a run (or --dry-run) touches anything; what is inside the files
+// is checked by the readers, which name the file.
 #include "data/config.h"
 
 #include <algorithm>
+#include <filesystem>
 
 #include "core/errors.h"
 #include "core/strings.h"
 #include "data/augment.h"
+#include "data/shards.h"
 
 namespace vit::data {
 namespace {
@@ -71,6 +74,28 @@ void validate(const DataConfig& c) {
   VIT_CHECK(c.mean.size() == 3 && c.std.size() == 3, ConfigError,
             "data.mean / data.std: need 3 values (R, G, B), got ", c.mean.size(), " and ", c.std.size());
   for (double s : c.std) VIT_CHECK(s > 0, ConfigError, "data.std: every value must be > 0, got ", s);
+}
+
+void check_paths(const DataConfig& c) {
+  namespace fs = std::filesystem;
+  if (c.dataset == "synthetic") return;
+  const bool cifar = c.dataset == "cifar10" || c.dataset == "cifar100";
+  const std::string fix = cifar && c.dataset == "cifar10"
+                              ? "download CIFAR-10 with `python3 launch/get_cifar10.py` (into datasets/, where the "
+                                "configs look) or point data.path at your copy of cifar-10-batches-bin/"
+                              : "fix the path";
+  auto check = [&](const std::string& key, const std::string& path) {
+    if (path.empty()) return;
+    if (c.dataset == "tar_shards") {
+      for (const auto& shard : expand_shard_spec(path))
+        VIT_CHECK(fs::is_regular_file(shard), ConfigError, "data.", key, ": shard '", shard,
+                  "' does not exist; fix the pattern or the list file");
+      return;
+    }
+    VIT_CHECK(fs::exists(path), ConfigError, "data.", key, ": '", path, "' does not exist; ", fix);
+  };
+  check("path", c.path);
+  check("eval_path", c.eval_path);
 }
 
 }  // namespace vit::data

@@ -44,5 +44,8 @@ struct DataConfig {
 
 // Cross-field checks; messages name `data.<key>`.
 void validate(const DataConfig& config);
+// That data.path (and data.eval_path) exist: every shard of a pattern or list for tar_shards.
+// A ConfigError naming the key and the fix (for CIFAR-10: the download command).
+void check_paths(const DataConfig& config);
 
 }  // namespace vit::data

@@ -87,7 +87,8 @@ std::unique_ptr<Loader> make_loader(const DataConfig& config, const LoaderOption
     VIT_CHECK(train || !config.eval_path.empty(), ConfigError,
               "data.eval_path: tar_shards needs the evaluation shards named there (a brace pattern or list file)");
     const std::string spec = train ? config.path : config.eval_path;
-    auto source = std::make_shared<TarShardSource>(spec, static_cast<int>(config.num_workers));
+    auto source = std::make_shared<TarShardSource>(spec, static_cast<int>(config.num_workers),
+                                                   config.on_corrupt == "skip", options.rank == 0);
     check_labels(source->num_classes(), options, spec);
     ShardPlanOptions plan{options.rank,         options.world_size, options.micro_batch_size,
                           options.seed,         train,              config.shuffle_buffer,

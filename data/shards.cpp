@@ -30,12 +30,12 @@ std::vector<std::string> expand_shard_spec(const std::string& spec) {
   if (open != std::string::npos) {
     const size_t close = spec.find('}', open);
     const size_t dots = spec.find("..", open);
-    VIT_CHECK(close != std::string::npos && dots != std::string::npos && dots < close, DataError, "data.path: '", spec,
+    VIT_CHECK(close != std::string::npos && dots != std::string::npos && dots < close, ConfigError, "data.path: '", spec,
               "' is not a brace pattern like train/{00000..01023}.tar");
     const std::string lo = spec.substr(open + 1, dots - open - 1), hi = spec.substr(dots + 2, close - dots - 2);
     const bool digits = !lo.empty() && !hi.empty() && std::all_of(lo.begin(), lo.end(), ::isdigit) &&
                         std::all_of(hi.begin(), hi.end(), ::isdigit);
-    VIT_CHECK(digits && std::stoll(lo) <= std::stoll(hi), DataError, "data.path: '", spec,
+    VIT_CHECK(digits && std::stoll(lo) <= std::stoll(hi), ConfigError, "data.path: '", spec,
               "': the range in braces must be two non-negative integers, low..high");
     const size_t width = lo.size();
     std::vector<std::string> out;
@@ -47,7 +47,7 @@ std::vector<std::string> expand_shard_spec(const std::string& spec) {
     return out;
   }
   if (spec.empty() || ends_with(spec, ".tar")) return {spec};
-  VIT_CHECK(fs::is_regular_file(spec), DataError, "data.path: ", spec,
+  VIT_CHECK(fs::is_regular_file(spec), ConfigError, "data.path: ", spec,
             " does not exist (expected a brace pattern, a .tar or a list file of shard paths)");
   std::vector<std::string> out;
   for (std::string line : split(read_file(spec), '\n')) {
@@ -55,18 +55,19 @@ std::vector<std::string> expand_shard_spec(const std::string& spec) {
     if (line.empty() || line[0] == '#') continue;
     out.push_back(fs::path(line).is_absolute() ? line : (fs::path(spec).parent_path() / line).string());
   }
-  VIT_CHECK(!out.empty(), DataError, spec, ": shard list file names no shards");
+  VIT_CHECK(!out.empty(), ConfigError, spec, ": shard list file names no shards");
   return out;
 }
 
-TarShardSource::TarShardSource(const std::string& spec, int num_threads) : shards_(expand_shard_spec(spec)) {
+TarShardSource::TarShardSource(const std::string& spec, int num_threads, bool skip_damaged, bool warn)
+    : shards_(expand_shard_spec(spec)) {
   std::vector<std::vector<Sample>> per_shard(shards_.size());
-  std::vector<std::string> errors(shards_.size());
+  std::vector<std::string> errors(shards_.size()), damages(shards_.size());
   std::atomic<size_t> next{0};
   auto work = [&] {
     for (size_t s = next++; s < shards_.size(); s = next++) {
       try {
-        const auto members = list_tar(shards_[s]);
+        const auto members = list_tar(shards_[s], skip_damaged ? &damages[s] : nullptr);
         std::map<std::string, size_t> by_key;  // key -> position in per_shard[s]
         std::vector<std::pair<bool, bool>> have;  // (image, label) per sample
         for (const auto& m : members) {
@@ -93,6 +94,13 @@ TarShardSource::TarShardSource(const std::string& spec, int num_threads) : shard
             have[it->second].first = true;
           }
         }
+        if (!damages[s].empty()) {  // the sample the damage cut in two goes with the rest
+          size_t kept = 0;
+          for (size_t i = 0; i < have.size(); ++i)
+            if (have[i].first && have[i].second) per_shard[s][kept++] = per_shard[s][i];
+          per_shard[s].resize(kept);
+          have.assign(kept, {true, true});
+        }
         for (size_t i = 0; i < have.size(); ++i) {
           VIT_CHECK(have[i].first && have[i].second, DataError, shards_[s], ": sample '", per_shard[s][i].key,
                     "' has no ", have[i].first ? ".cls label" : ".jpg image", "; every sample needs both");
@@ -107,6 +115,9 @@ TarShardSource::TarShardSource(const std::string& spec, int num_threads) : shard
   for (int t = 0; t < std::max(1, num_threads); ++t) threads.emplace_back(work);
   for (auto& t : threads) t.join();
   for (const auto& e : errors) VIT_CHECK(e.empty(), DataError, e);
+  for (size_t s = 0; s < shards_.size(); ++s)
+    if (warn && !damages[s].empty())
+      log_warn(damages[s], "; using its ", per_shard[s].size(), " whole sample(s) (data.on_corrupt: skip)");
   shard_begin_.push_back(0);
   for (auto& shard : per_shard) {
     for (auto& sample : shard) {

@@ -41,7 +41,9 @@ std::vector<std::string> expand_shard_spec(const std::string& spec);
 
 class TarShardSource : public EncodedSource {
  public:
-  TarShardSource(const std::string& spec, int num_threads);
+  // A shard with a damaged end (cut short, see list_tar) is a DataError, or with `skip_damaged`
+  // (data.on_corrupt: skip) a warning (when `warn`) naming it, its samples before the damage kept.
+  TarShardSource(const std::string& spec, int num_threads, bool skip_damaged = false, bool warn = true);
   int64_t size() const override { return static_cast<int64_t>(samples_.size()); }
   int64_t label(int64_t index) const override { return samples_[index].label; }
   std::string read(int64_t index) const override;

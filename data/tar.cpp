@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "core/errors.h"
+#include "core/strings.h"
 
 namespace vit::data {
 namespace {
@@ -90,7 +91,7 @@ std::string read_file_range(const std::string& file, int64_t offset, int64_t siz
   return read_at(fd.fd, file, offset, size);
 }
 
-std::vector<TarMember> list_tar(const std::string& file) {
+std::vector<TarMember> list_tar(const std::string& file, std::string* damage) {
   VIT_CHECK(std::filesystem::is_regular_file(file), DataError, file, ": shard does not exist");
   const int64_t file_size = static_cast<int64_t>(std::filesystem::file_size(file));
   Fd fd(file);
@@ -98,6 +99,14 @@ std::vector<TarMember> list_tar(const std::string& file) {
   std::string long_name;
   int64_t pax_size = -1;
   int64_t pos = 0;
+  // A damaged end: the members before it are whole; what came after `pos` is lost.
+  auto damaged = [&](const std::string& what) {
+    const std::string text = str(file, ": ", what, " (", members.size(), " whole member(s) before offset ", pos,
+                                 "; the rest of the shard is lost: copy it again)");
+    VIT_CHECK(damage != nullptr, DataError, text);
+    *damage = text;
+    return members;
+  };
   while (pos + kBlock <= file_size) {
     const std::string block = read_at(fd.fd, file, pos, kBlock);
     const auto* h = reinterpret_cast<const unsigned char*>(block.data());
@@ -111,8 +120,9 @@ std::vector<TarMember> list_tar(const std::string& file) {
     const char type = static_cast<char>(h[156]);
     int64_t size = parse_size(reinterpret_cast<const char*>(h) + 124);
     const int64_t data = pos + kBlock;
-    VIT_CHECK(data + size <= file_size, DataError, file, ": truncated (member at offset ", pos, " needs ", size,
-              " bytes, the file ends first)");
+    if (data + size > file_size)
+      return damaged(str("truncated inside a member (the member at offset ", pos, " needs ", size,
+                         " bytes, the file ends first)"));
     if (type == 'x' || type == 'L') {
       const std::string payload = read_at(fd.fd, file, data, size);
       if (type == 'L') {
@@ -138,7 +148,9 @@ std::vector<TarMember> list_tar(const std::string& file) {
     pos = data + (size + kBlock - 1) / kBlock * kBlock;
   }
   VIT_CHECK(pos == file_size || !members.empty(), DataError, file, ": is not a tar file");
-  return members;
+  if (pos < file_size)
+    return damaged(str("truncated inside a 512-byte header (", file_size - pos, " bytes of it at offset ", pos, ")"));
+  return damaged("truncated at a member boundary (no end-of-archive blocks)");
 }
 
 TarWriter::TarWriter(const std::string& file) : file_(file) {

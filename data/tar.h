@@ -20,8 +20,11 @@ struct TarMember {
   int64_t size = 0;
 };
 
-// Throws DataError naming `file` when it is missing, not a tar, compressed or truncated.
-std::vector<TarMember> list_tar(const std::string& file);
+// Throws DataError naming `file` when it is missing, not a tar or compressed. A damaged end (the
+// file cut inside a member or a header, or ending without the two zero blocks that close an
+// archive) throws as well, unless `damage` is given: then the members before the damage are
+// returned and *damage says what is wrong and from which offset on members are lost.
+std::vector<TarMember> list_tar(const std::string& file, std::string* damage = nullptr);
 
 // Reads `size` bytes at `offset` (pread; safe from several threads).
 std::string read_file_range(const std::string& file, int64_t offset, int64_t size);

@@ -20,6 +20,7 @@
 
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/strings.h"
 #include "distributed/detail.h"
 
 namespace vit::dist {
@@ -47,6 +48,18 @@ void check_mpi(int rc, const char* what) {
   int len = 0;
   MPI_Error_string(rc, text, &len);
   VIT_THROW(CommError, "MPI ", what, " failed: ", std::string(text, len));
+}
+
+// Polls a non-blocking collective until it completes; past timeout_s, a CommError of `timed_out`.
+void wait_until_done(MPI_Request& request, double timeout_s, const char* what, const std::string& timed_out) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  for (;;) {
+    int done = 0;
+    check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), what);
+    if (done) return;
+    VIT_CHECK(std::chrono::steady_clock::now() < deadline, CommError, timed_out);
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
 }
 
 }  // namespace
@@ -114,6 +127,18 @@ void Runtime::abort_job(int code, bool abort_communicators) {
   std::_Exit(code == 0 ? 1 : code);
 }
 
+bool Runtime::same_on_every_rank(int64_t value, double timeout_s) const {
+  if (info_.world_size == 1 || !mpi_live()) return true;
+  int64_t send[2] = {value, -value}, max_and_minus_min[2] = {0, 0};  // one MAX gives both ends
+  MPI_Request request;
+  check_mpi(MPI_Iallreduce(send, max_and_minus_min, 2, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD, &request),
+            "MPI_Iallreduce (agreement)");
+  wait_until_done(request, timeout_s, "MPI_Test (agreement)",
+                  str("rank ", info_.rank, ": no answer from the other ranks within ", timeout_s,
+                      " s at start-up (a peer hung, or runs another program?)"));
+  return max_and_minus_min[0] == -max_and_minus_min[1];
+}
+
 torch::Device select_device(const LaunchInfo& info) {
   if (!torch::cuda::is_available()) {
     return torch::Device(torch::kCPU);
@@ -148,15 +173,9 @@ void bootstrap_broadcast(void* data, size_t bytes, int root, double timeout_s, c
   MPI_Request request;
   check_mpi(MPI_Ibcast(data, static_cast<int>(bytes), MPI_BYTE, root, MPI_COMM_WORLD, &request),
             "MPI_Ibcast (bootstrap)");
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-  for (;;) {
-    int done = 0;
-    check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test (bootstrap)");
-    if (done) return;
-    VIT_CHECK(std::chrono::steady_clock::now() < deadline, CommError, "bootstrap broadcast of ", what,
-              " timed out after ", timeout_s, " s on rank ", rank, " (a peer hung or died?)");
-    std::this_thread::sleep_for(std::chrono::microseconds(100));
-  }
+  wait_until_done(request, timeout_s, "MPI_Test (bootstrap)",
+                  str("bootstrap broadcast of ", what, " timed out after ", timeout_s, " s on rank ", rank,
+                      " (a peer hung or died?)"));
 }
 
 }  // namespace detail

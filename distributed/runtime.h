@@ -35,6 +35,12 @@ class Runtime {
   Runtime& operator=(const Runtime&) = delete;
 
   const LaunchInfo& info() const { return info_; }
+
+  // Collective over MPI_COMM_WORLD: whether every rank passed the same value (true in a job of
+  // one process). For what must agree before anything else is collective, such as the mode a rank
+  // was started in: a rank that goes its own way would leave its peers waiting forever. A peer
+  // that does not answer within timeout_s is a CommError.
+  bool same_on_every_rank(int64_t value, double timeout_s = 120.0) const;
   bool thread_multiple() const { return thread_multiple_; }
 
   // Ends the whole job: aborts every live NCCL communicator (so no peer blocks in a kernel),

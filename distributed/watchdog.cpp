@@ -70,11 +70,31 @@ void Watchdog::fail(const std::function<void(const std::string&)>& report, const
 
 void Watchdog::run() {
   const auto timeout = std::chrono::duration<double>(timeout_s_);
+  auto last_wake = std::chrono::steady_clock::now();
   while (!stop_ && !failed_) {
     {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait_for(lock, poll_interval_, [this] { return stop_.load(); });
       if (stop_) return;
+    }
+    // A wake far later than the poll interval means this process did not run meanwhile (SIGSTOP,
+    // a debugger, a frozen machine): its own collectives then look late, but it is the rank that
+    // stopped answering, and its peers have said so. Report that, not a timeout that blames them.
+    const auto woke = std::chrono::steady_clock::now();
+    const double asleep = std::chrono::duration<double>(woke - last_wake).count();
+    last_wake = woke;
+    if (asleep > timeout_s_ / 2 && asleep > 10 * std::chrono::duration<double>(poll_interval_).count()) {
+      bool waiting = false;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        waiting = !pending_.empty() && woke - pending_.front().start > timeout;
+      }
+      if (waiting) {
+        fail(on_failure_, str("this rank did not run for ", asleep, " s (stopped: SIGSTOP, a debugger or a frozen "
+                              "machine), longer than distributed.timeout_s (", timeout_s_,
+                              " s): it is the rank its peers waited for"));
+        return;
+      }
     }
     // Work completes in issue order on one stream: stop at the first entry still running.
     while (true) {

@@ -12,5 +12,5 @@ hostfile=${1:?$usage} np=${2:?$usage}
 shift 2
 export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
 source "$root/launch/mpi_forward.sh"
-exec mpirun --hostfile "$hostfile" -np "$np" --bind-to none --map-by ppr:"${GPUS_PER_NODE:-8}":node \
+run_mpirun --hostfile "$hostfile" -np "$np" --bind-to none --map-by ppr:"${GPUS_PER_NODE:-8}":node \
   "${mpi_forward[@]}" "$root/${VITRAIN_BUILD_DIR:-build}/vit-train" "$@"

@@ -45,14 +45,15 @@ if [ -z "${VITRAIN_TORCH_PREFIX:-}" ]; then
   fi
   if ! "$VENV/bin/python" -c "import torch, timm, safetensors, tensorboard, pytest, PIL, numpy
 assert torch.__version__.split('+')[0] == '$TORCH_VERSION'" >/dev/null 2>&1; then
-    echo "setup: installing torch==$TORCH_VERSION (LibTorch), timm, safetensors, tensorboard, pytest into $VENV"
+    echo "setup: installing torch==$TORCH_VERSION (LibTorch), timm, safetensors, tensorboard, pytest into $VENV" \
+      "(a few GB with the CUDA build: 5-15 minutes; pip names each package as it comes)"
     "$VENV/bin/python" -m pip install -q --upgrade pip
     if ! have_cuda_toolkit; then
       echo "setup: no CUDA toolkit (nvcc) here: installing the CPU build of torch (download.pytorch.org)"
-      "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu || {
+      "$VENV/bin/python" -m pip install --progress-bar off "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu || {
         echo "setup: could not reach download.pytorch.org; install the CUDA 13.0 toolkit (nvcc) and rerun" >&2; exit 1; }
     fi
-    "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" timm safetensors tensorboard pytest numpy pillow
+    "$VENV/bin/python" -m pip install --progress-bar off "torch==$TORCH_VERSION" timm safetensors tensorboard pytest numpy pillow
   fi
   if ! have_cuda_toolkit && [ "$("$VENV/bin/python" -c 'import torch; print(torch.version.cuda is not None)')" = True ]; then
     echo "setup: $VENV holds a CUDA build of torch, whose CMake files need the CUDA toolkit (nvcc), and this" \

@@ -10,5 +10,17 @@ bash launch/setup.sh
 built=$(date +%s)
 echo "setup + build: $((built - start)) s"
 cd "${VITRAIN_BUILD_DIR:-build}"
-ctest --output-on-failure -j2 --timeout 900 "$@"
+status=0
+ctest --output-on-failure -j2 --timeout 900 "$@" || status=$?
+# ctest counts skips but keeps their output to itself: say why each one skipped (GoogleTest's
+# "Skipped" line, pytest -rs's "SKIPPED [n] ...", the fault tests' "SKIP:").
+if [ -f Testing/Temporary/LastTest.log ]; then
+  awk '/^[0-9]+\/[0-9]+ Testing: / { name = $3 }
+       /: Skipped$/ { getline reason; why = reason }
+       /^SKIPPED \[/ { why = $0; sub(/^SKIPPED \[[0-9]+\] /, "", why) }
+       /SKIP: / { why = $0; sub(/.*SKIP: /, "", why) }
+       why != "" { key = name ": " why; if (!(key in seen)) { seen[key] = 1; print "  skipped: " key } why = "" }
+      ' Testing/Temporary/LastTest.log | sort -u | { IFS= read -r first && { echo "Why tests skipped:"; echo "$first"; cat; } || true; }
+fi
 echo "tests: $(( $(date +%s) - built )) s; total: $(( $(date +%s) - start )) s"
+exit $status

@@ -86,11 +86,7 @@ void CheckpointManager::save(int64_t step, const model::NamedTensors& weights, c
     fs::rename(partial, final_dir);
     fsync_directory(root_);
     write_file_atomic((final_dir / kCommitted).string(), std::to_string(step) + "\n");
-    // checkpoints/latest -> step_N, replaced atomically (what a fine-tune config's init_from names).
-    const fs::path link = fs::path(root_) / "latest", tmp_link = fs::path(root_) / "latest.tmp";
-    remove_tree(tmp_link.string());
-    fs::create_directory_symlink(final_dir.filename(), tmp_link);
-    fs::rename(tmp_link, link);
+    point_latest_at(step);
     // Keep the newest `keep` committed checkpoints up to this one. A folder never marked
     // COMMITTED (a job stopped between the rename and the marker) cannot be resumed from: it goes.
     // A committed one that failed verification when this run resumed stays for inspection,
@@ -106,6 +102,26 @@ void CheckpointManager::save(int64_t step, const model::NamedTensors& weights, c
     }
   }
   comm.barrier()->wait();
+}
+
+void CheckpointManager::point_latest_at(int64_t step) const {
+  // checkpoints/latest -> step_N, replaced atomically (what a fine-tune config's init_from names).
+  const fs::path link = fs::path(root_) / "latest", tmp_link = fs::path(root_) / "latest.tmp";
+  remove_tree(tmp_link.string());
+  fs::create_directory_symlink(step_name(step), tmp_link);
+  fs::rename(tmp_link, link);
+  fsync_directory(root_);
+}
+
+void CheckpointManager::repair_latest(int64_t step) const {
+  if (rank_ != 0) return;
+  const fs::path link = fs::path(root_) / "latest";
+  std::error_code ec;
+  const fs::path target = fs::read_symlink(link, ec);
+  if (!ec && target == fs::path(step_name(step))) return;
+  point_latest_at(step);
+  log_warn(link.string(), ec ? " was missing" : str(" pointed at ", target.string(), ", which was refused"),
+           "; it now points at ", step_name(step), ", the checkpoint this run resumed from");
 }
 
 std::vector<std::string> list_checkpoints(const std::string& root) {
@@ -166,7 +182,7 @@ std::string resolve_checkpoint_dir(const std::string& path) {
       verify_checkpoint(dir);
       return dir;
     } catch (const CheckpointError& e) {
-      log_warn("refusing ", e.what(), "; trying an older checkpoint");
+      log_warn("refused: ", e.what(), "; trying an older checkpoint");
     }
   }
   VIT_THROW(CheckpointError, "'", path, "' holds no committed checkpoint that verifies (name a checkpoint, a "
@@ -209,7 +225,7 @@ bool CheckpointManager::load_latest(CheckpointData& out, dist::Communicator& com
       try {
         verify_checkpoint(dir);
       } catch (const CheckpointError& e) {
-        log_warn("refusing ", e.what(), "; trying an older checkpoint");
+        log_warn("refused: ", e.what(), "; trying an older checkpoint");
         if (is_committed(dir)) {
           refused.push_back(e.what());
           refused_.insert(dir);

@@ -55,9 +55,14 @@ class CheckpointManager {
   // Returns false when there is none.
   bool load_latest(CheckpointData& out, dist::Communicator& comm);
 
+  // Rank 0: checkpoints/latest -> step_N, unless it already points there (after resuming from an
+  // older checkpoint than the one it named: that one was refused, or never committed). Warns.
+  void repair_latest(int64_t step) const;
+
   const std::string& root() const { return root_; }
 
  private:
+  void point_latest_at(int64_t step) const;
   std::string root_;
   CheckpointConfig config_;
   int rank_;

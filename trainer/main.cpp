@@ -9,6 +9,7 @@
 
 #include "core/errors.h"
 #include "core/log.h"
+#include "data/config.h"
 #include "distributed/runtime.h"
 #include "model/config.h"
 #include "trainer/config.h"
@@ -50,6 +51,12 @@ int run(int argc, char** argv, vit::dist::Runtime& runtime) {
   } catch (const po::error& e) {
     VIT_THROW(vit::ConfigError, e.what(), "; run vit-train --help");
   }
+  // Every rank in the same mode, agreed before any mode acts: a rank that printed its help and
+  // finalised MPI would leave a training peer waiting forever in its first collective.
+  const int mode = vm.count("help") ? 1 : vm.count("print-config") ? 2 : vm.count("dry-run") ? 3 : 4;
+  VIT_CHECK(runtime.same_on_every_rank(mode), vit::ConfigError,
+            "the ranks of this job were started in different modes (--help, --print-config, --dry-run or "
+            "training); start every rank with the same flags");
   if (vm.count("help")) {
     if (runtime.info().rank == 0) std::cout << flags << "\n";
     return 0;
@@ -65,6 +72,7 @@ int run(int argc, char** argv, vit::dist::Runtime& runtime) {
   }
   if (vm.count("dry-run")) {
     vit::train::validate_for_world(config, runtime.info().world_size);
+    vit::data::check_paths(config.data);
     vit::model::VisionTransformer model(config.model);  // builds it: catches what validation cannot
     int64_t built = 0;
     for (const auto& p : model->parameters()) built += p.numel();
@@ -84,6 +92,7 @@ int run(int argc, char** argv, vit::dist::Runtime& runtime) {
   LeakOnError<vit::train::Trainer> keep_on_error{trainer, runtime.info().world_size > 1};
   auto summary = trainer->fit();
   if (summary.preempted) return vit::train::kExitRequeue;
+  if (summary.already_finished) return 0;
   const auto& eval = summary.final_eval;
   vit::log_info("done: ", summary.steps, " steps, ", vit::format_duration(summary.train_seconds), " of training, ",
                 vit::format_count(summary.img_per_s), " img/s; eval accuracy ", vit::str(100.0 * eval.model.accuracy),

@@ -2,35 +2,99 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 
 #include "core/errors.h"
+#include "core/files.h"
 #include "core/log.h"
 #include "core/strings.h"
 
 namespace vit::train {
 
 MetricsLog::MetricsLog(const std::string& run_dir, const LoggingConfig& config, bool enabled, int64_t total_steps)
-    : enabled_(enabled), total_steps_(total_steps), start_(std::chrono::steady_clock::now()) {
+    : enabled_(enabled),
+      tensorboard_(config.tensorboard),
+      run_dir_(run_dir),
+      path_(run_dir + "/metrics.jsonl"),
+      total_steps_(total_steps),
+      start_(std::chrono::steady_clock::now()) {
   // mpirun hands every rank a pseudo-terminal even when its own output goes to a file, so a
   // terminal is only believed outside it.
   const bool terminal = isatty(STDOUT_FILENO) && std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr;
   bar_ = config.progress == "bar" || (config.progress == "auto" && terminal);
-  if (!enabled_) return;
-  std::filesystem::create_directories(run_dir);
-  std::string path = run_dir + "/metrics.jsonl";
-  jsonl_.open(path, std::ios::app);
-  VIT_CHECK(jsonl_.good(), DataError, "cannot write '", path, "'; check run.dir");
-  if (config.tensorboard) tb_ = std::make_unique<TensorBoardWriter>(run_dir + "/tb");
 }
 
-MetricsLog::~MetricsLog() { finish(); }
+MetricsLog::~MetricsLog() {
+  try {
+    finish();
+  } catch (const Error&) {  // already failing: the error that stopped the run is the one to report
+  }
+}
+
+namespace {
+
+// The lines of metrics.jsonl a run at `step` keeps: whole lines of steps <= step.
+std::string kept_records(const std::string& text, int64_t step, int64_t& cut, bool& torn) {
+  std::string kept;
+  size_t begin = 0;
+  torn = false;
+  cut = 0;
+  while (begin < text.size()) {
+    const size_t end = text.find('\n', begin);
+    if (end == std::string::npos) {
+      torn = true;  // no newline: the last write did not finish
+      break;
+    }
+    const std::string line = text.substr(begin, end - begin);
+    begin = end + 1;
+    int64_t line_step = -1;
+    try {
+      line_step = Json::parse(line).at("step").as_int();
+    } catch (const std::exception&) {
+      line_step = -1;  // not a record of ours: cut
+    }
+    if (line_step < 0 || line_step > step) {
+      ++cut;
+      continue;
+    }
+    kept += line;
+    kept += '\n';
+  }
+  return kept;
+}
+
+}  // namespace
+
+void MetricsLog::open(int64_t step) {
+  if (!enabled_ || jsonl_.is_open()) return;
+  std::filesystem::create_directories(run_dir_);
+  if (std::filesystem::exists(path_)) {
+    const std::string text = read_file(path_);
+    int64_t cut = 0;
+    bool torn = false;
+    const std::string kept = kept_records(text, step, cut, torn);
+    if (kept.size() != text.size()) {
+      write_file_atomic(path_, kept);
+      log_warn(path_, ": cut ", cut, " record(s) of steps after ", step, torn ? " and a torn last line" : "",
+               " (written after the checkpoint this run resumes from, or cut by a crash or a full disk)");
+    }
+  }
+  jsonl_.open(path_, std::ios::app);
+  VIT_CHECK(jsonl_.good(), IoError, "cannot write '", path_, "': ", std::strerror(errno), "; check run.dir");
+  if (tensorboard_) tb_ = std::make_unique<TensorBoardWriter>(run_dir_ + "/tb");
+}
 
 void MetricsLog::append(const Json& line) {
+  open(0);  // no-op once open
   jsonl_ << line.dump() << '\n';
   jsonl_.flush();
+  VIT_CHECK(jsonl_.good(), IoError, "writing '", path_, "' failed (", std::strerror(errno),
+            "; disk full?); the run stops here, its last checkpoint intact: free space and re-run the same "
+            "command to resume (the torn line is cut then)");
   if (!tb_) return;
   const std::string split = line.at("split").as_string();
   const int64_t step = line.at("step").as_int();

@@ -1,7 +1,9 @@
 // What a run reports: metrics.jsonl (one JSON object per line), TensorBoard scalars under tb/,
 // and progress on the terminal (a live bar on a TTY, periodic plain lines otherwise).
 // Only rank 0 writes; other ranks construct it disabled. Values arrive already reduced over
-// ranks: this file does no communication.
+// ranks: this file does no communication. Nothing is written before open(): a run refused at
+// start-up leaves run.dir as it was. Every write is checked: a failed one (a full disk) stops the
+// run with an IoError rather than losing records silently.
 #pragma once
 
 #include <chrono>
@@ -20,6 +22,12 @@ class MetricsLog {
   MetricsLog(const std::string& run_dir, const LoggingConfig& config, bool enabled, int64_t total_steps);
   ~MetricsLog();
 
+  // Opens metrics.jsonl and tb/ for appending, the run being at `step` (0, or the step of the
+  // checkpoint it resumed from). Records of later steps (written after that checkpoint, before a
+  // crash) and a torn last line (a write cut by a crash or a full disk) are cut first, so
+  // metrics.jsonl holds each step once and every line is whole.
+  void open(int64_t step);
+
   // A train line: {"split":"train","step","epoch","loss","lr","grad_norm","img_per_s",...}.
   void train(const Json& line);
   // An eval line: {"split":"eval","step","loss","accuracy",...}.
@@ -32,7 +40,10 @@ class MetricsLog {
   void append(const Json& line);
   void draw_bar(const Json& line);
   bool enabled_;
+  bool tensorboard_;
   bool bar_;
+  std::string run_dir_;
+  std::string path_;
   int64_t total_steps_;
   std::ofstream jsonl_;
   std::unique_ptr<TensorBoardWriter> tb_;

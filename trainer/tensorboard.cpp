@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -56,7 +57,7 @@ TensorBoardWriter::TensorBoardWriter(const std::string& dir) {
   gethostname(host, sizeof host - 1);
   path_ = dir + "/events.out.tfevents." + std::to_string(static_cast<int64_t>(now_seconds())) + "." + host;
   out_.open(path_, std::ios::binary | std::ios::app);
-  VIT_CHECK(out_.good(), DataError, "cannot write TensorBoard events to '", path_, "'");
+  VIT_CHECK(out_.good(), IoError, "cannot write TensorBoard events to '", path_, "': ", std::strerror(errno));
   std::string e = event_header(now_seconds(), 0);
   put_bytes(e, 3, "brain.Event:2");
   write_record(e);
@@ -85,6 +86,11 @@ void TensorBoardWriter::write_record(const std::string& payload) {
   out_.write(rec.data(), static_cast<std::streamsize>(rec.size()));
 }
 
-void TensorBoardWriter::flush() { out_.flush(); }
+void TensorBoardWriter::flush() {
+  out_.flush();
+  VIT_CHECK(out_.good(), IoError, "writing TensorBoard events to '", path_, "' failed (", std::strerror(errno),
+            "; disk full?); the run stops here, its last checkpoint intact: free space and re-run the same command "
+            "to resume");
+}
 
 }  // namespace vit::train

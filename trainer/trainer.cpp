@@ -24,7 +24,10 @@ namespace fs = std::filesystem;
 namespace {
 
 std::atomic<int> g_stop_signal{0};
-extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+extern "C" void on_stop_signal(int sig) {
+  g_stop_signal.store(sig);
+  if (sig == SIGINT) std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C stops at once
+}
 
 std::string to_hex(const torch::Tensor& bytes) {
   static const char* hex = "0123456789abcdef";
@@ -89,12 +92,9 @@ Trainer::Trainer(const Config& config, const dist::LaunchInfo& launch) : config_
   dist::check_same_config(*host_comm_, config_yaml_);
 
   const bool rank0 = launch_.rank == 0;
-  if (rank0) {
-    fs::create_directories(config_.run.dir);  // config.yaml: once resume() has accepted this config
-    if (!config_.checkpoint.resume && set_aside_earlier_run(config_.run.dir))
-      log_warn("checkpoint.resume: false: moved an earlier run's outputs in ", config_.run.dir, " to ",
-               config_.run.dir, "/previous/ (replacing any there)");
-  }
+  // Nothing is written to run.dir until fit() has accepted the run (resume or a new start): a run
+  // refused on the way there leaves the folder as it was.
+  data::check_paths(config_.data);
 
   // Data: this rank's shard, on this rank's device.
   data::LoaderOptions lo;
@@ -113,7 +113,16 @@ Trainer::Trainer(const Config& config, const dist::LaunchInfo& launch) : config_
   lo.train = false;
   eval_loader_ = data::make_loader(config_.data, lo);
   steps_per_epoch_ = train_loader_->steps_per_epoch() / accumulation_;  // whole optimiser steps (sampler.h)
-  total_steps_ = config_.train.steps > 0 ? config_.train.steps : config_.train.epochs * steps_per_epoch_;
+  // A run that cannot finish is a typo: a billion optimiser steps take 11.6 days at a fast 1 ms
+  // each (the paper's longest run is half a million); epochs x steps must not overflow either.
+  constexpr int64_t kMaxSteps = 1'000'000'000;
+  const bool by_epochs = config_.train.steps <= 0;
+  VIT_CHECK(by_epochs ? config_.train.epochs <= kMaxSteps / std::max<int64_t>(steps_per_epoch_, 1)
+                      : config_.train.steps <= kMaxSteps,
+            ConfigError, by_epochs ? str("train.epochs: ", config_.train.epochs, " epochs of ", steps_per_epoch_,
+                                         " steps") : str("train.steps: ", config_.train.steps),
+            " is more than 10^9 optimiser steps (11.6 days at 1 ms a step), a run that cannot finish; check the value");
+  total_steps_ = by_epochs ? config_.train.epochs * steps_per_epoch_ : config_.train.steps;
 
   build_model();
   schedule_ = std::make_unique<LrSchedule>(config_.schedule, config_.optim.lr, total_steps_);
@@ -132,6 +141,7 @@ Trainer::Trainer(const Config& config, const dist::LaunchInfo& launch) : config_
 
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGUSR1, on_stop_signal);
+  std::signal(SIGINT, on_stop_signal);  // Ctrl-C: a checkpoint, then exit 75, as SIGTERM
 }
 
 Trainer::~Trainer() = default;
@@ -283,9 +293,11 @@ bool Trainer::resume() {
       changes.push_back(str("total steps (train.steps or train.epochs): ", saved_total, " -> ", total_steps_,
                             ", over which the ", config_.schedule.name,
                             " schedule decays (with schedule.name: constant they may change)"));
-    VIT_CHECK(changes.empty(), ConfigError, "cannot resume from '", ckpt.dir, "': the config changed since (",
-              join(changes, "; "), "), and the saved weights, optimiser state, data position and schedule belong "
-              "to the old values; restore them, or use a new run.dir (model.init_from can start it from these weights)");
+    VIT_CHECK(changes.empty(), ConfigError, "run.dir '", config_.run.dir, "' holds a run with other settings (",
+              join(changes, "; "), "), which its checkpoint step ", ckpt.step,
+              " depends on. Keep both: --set run.dir=NEW_DIR (add --set model.init_from=", config_.run.dir,
+              " to start from its weights); start over here: --set checkpoint.resume=false (moves its outputs to ",
+              config_.run.dir, "/previous/); continue it: restore the old values");
   }
   // The weights (and their moving average) by name into this model's tensors.
   auto restore = [&](model::NamedTensors& into, const model::NamedTensors& saved, const std::string& file) {
@@ -309,8 +321,15 @@ bool Trainer::resume() {
   restore_rank_state(ckpt.rank_state, ckpt.dir);
   step_ = ckpt.step;
   last_log_step_ = step_;
+  checkpoints_->repair_latest(step_);
   log_info("resumed from ", ckpt.dir, " at step ", step_);
   return true;
+}
+
+bool Trainer::run_has_summary() const {
+  auto flag = torch::tensor({launch_.rank == 0 && fs::exists(config_.run.dir + "/summary.json") ? 1 : 0}, torch::kInt32);
+  host_comm_->broadcast(flag)->wait();  // root 0
+  return flag.item<int>() == 1;
 }
 
 torch::Tensor Trainer::compute_loss(const torch::Tensor& logits, const data::Batch& batch) const {
@@ -465,13 +484,32 @@ bool Trainer::stop_requested() {
 
 RunSummary Trainer::fit() {
   RunSummary summary;
-  if (!resume()) {
+  const bool rank0 = launch_.rank == 0;
+  const bool resumed = resume();
+  if (resumed && step_ >= total_steps_ && run_has_summary()) {
+    // Finished before: its files stay as they are, byte for byte.
+    if (rank0)
+      log_info("run.dir '", config_.run.dir, "' holds a finished run (", step_, " of ", total_steps_,
+               " steps; results in summary.json): nothing to do. To train again: --set run.dir=NEW_DIR (with --set "
+               "model.init_from=", config_.run.dir, " to start from its weights), or --set checkpoint.resume=false "
+               "(moves these outputs to ", config_.run.dir, "/previous/)");
+    summary.already_finished = true;
+    return summary;
+  }
+  if (!resumed) {
+    if (rank0 && !config_.checkpoint.resume && set_aside_earlier_run(config_.run.dir))
+      log_warn("checkpoint.resume: false: moved an earlier run's outputs in ", config_.run.dir, " to ",
+               config_.run.dir, "/previous/ (replacing any there)");
     if (!config_.model.init_from.empty()) initialise_from_pretrained();
     dist::broadcast_parameters(*comm_, param_tensors_, 0);  // rank 0's weights everywhere
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < ema_tensors_.size(); ++i) ema_tensors_[i].copy_(param_tensors_[i]);
   }
-  if (launch_.rank == 0) write_file_atomic(config_.run.dir + "/config.yaml", config_yaml_);
+  if (rank0) {
+    fs::create_directories(config_.run.dir);
+    write_file_atomic(config_.run.dir + "/config.yaml", config_yaml_);
+  }
+  metrics_->open(step_);
   const int64_t first_step = step_;
   const double seconds_before = train_seconds_;
   const int64_t eval_every = config_.train.eval_every_steps > 0 ? config_.train.eval_every_steps : steps_per_epoch_;

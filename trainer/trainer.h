@@ -60,6 +60,7 @@ struct RunSummary {
   double img_per_s = 0.0;
   EvalResult final_eval;
   bool preempted = false;  // stopped by a signal after writing a checkpoint
+  bool already_finished = false;  // run.dir held this run, finished: nothing was done or written
 };
 
 class Trainer {
@@ -76,6 +77,7 @@ class Trainer {
   void build_model();
   void initialise_from_pretrained();
   bool resume();
+  bool run_has_summary() const;  // rank 0's answer, on every rank: run.dir/summary.json exists
   void train_step();
   void forward_backward(const data::Batch& batch, double loss_scale);
   void optimise();

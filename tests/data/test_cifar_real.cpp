@@ -1,4 +1,4 @@
-// Integration: the CIFAR-10 JPEG copy beside the checkout (../shared/data) reads as 50,000
+// Integration: the CIFAR-10 JPEG copy (cmake -DVIT_CIFAR_ARCHIVE=FILE) reads as 50,000
 // train / 10,000 test images, 5,000 / 1,000 per class, through ImageFolder, and through the
 // binary reader after this test converts it to the cifar-10-batches-bin layout.
 // Expectations come from the data set's README, not from the code under test.
@@ -20,7 +20,8 @@ const std::vector<std::string> kClasses = {"airplane", "automobile", "bird",  "c
                                            "dog",      "frog",       "horse", "ship", "truck"};
 
 TEST(CifarJpeg, ImageFolderAndBinaryLayoutCounts) {
-  if (!std::filesystem::exists(VIT_CIFAR_ARCHIVE)) GTEST_SKIP() << "no " << VIT_CIFAR_ARCHIVE;
+  if (!std::filesystem::exists(VIT_CIFAR_ARCHIVE)) GTEST_SKIP() << "no CIFAR-10 JPEG copy at " << VIT_CIFAR_ARCHIVE
+                                                    << "; configure with -DVIT_CIFAR_ARCHIVE=FILE to run this test";
   testing::ScratchDir dir;
   const std::string cmd = "tar xzf " + std::string(VIT_CIFAR_ARCHIVE) + " -C " + dir.path();
   ASSERT_EQ(std::system(cmd.c_str()), 0);

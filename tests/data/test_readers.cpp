@@ -113,8 +113,38 @@ TEST(Tar, WriterAndListerAgreeAndBadShardsAreNamed) {
   expect_data_error([&] { list_tar(dir / "text.tar"); }, "text.tar: is not a tar");
   const std::string whole = read_file(dir / "a.tar");
   write_bytes(dir / "cut.tar", whole.substr(0, 900));
-  expect_data_error([&] { list_tar(dir / "cut.tar"); }, "cut.tar: truncated");
+  expect_data_error([&] { list_tar(dir / "cut.tar"); }, "cut.tar: truncated inside a member");
   expect_data_error([&] { TarShardSource s(dir / "none.tar", 1); }, "none.tar");
+}
+
+// A shard that ends anywhere but after its end-of-archive blocks is damaged: refused by default,
+// or (data.on_corrupt: skip) its whole samples kept and the loss reported.
+TEST(Tar, ShardsCutShortAreReportedWithWhatIsLost) {
+  ScratchDir dir;
+  TarWriter w(dir / "b.tar");
+  for (int i = 0; i < 3; ++i) {
+    w.add("00000" + std::to_string(i) + ".jpg", std::string(100, 'x'));  // header + 1 data block each
+    w.add("00000" + std::to_string(i) + ".cls", "1\n");
+  }
+  w.close();
+  const std::string whole = read_file(dir / "b.tar");
+  ASSERT_EQ(whole.size(), 6u * 1024 + 1024);
+  // Cut 300 bytes into the header of the second sample's .cls (member 4, at offset 3 * 1024).
+  write_bytes(dir / "header.tar", whole.substr(0, 3 * 1024 + 300));
+  expect_data_error([&] { list_tar(dir / "header.tar"); }, "truncated inside a 512-byte header");
+  std::string damage;
+  EXPECT_EQ(list_tar(dir / "header.tar", &damage).size(), 3u);
+  EXPECT_NE(damage.find("3 whole member(s) before offset 3072"), std::string::npos) << damage;
+  // Cut at a member boundary: no end-of-archive blocks.
+  write_bytes(dir / "boundary.tar", whole.substr(0, 4 * 1024));
+  damage.clear();
+  EXPECT_EQ(list_tar(dir / "boundary.tar", &damage).size(), 4u);
+  EXPECT_NE(damage.find("no end-of-archive blocks"), std::string::npos) << damage;
+  expect_data_error([&] { TarShardSource s(dir / "header.tar", 1); }, "header.tar: truncated inside a 512-byte header");
+  TarShardSource kept(dir / "header.tar", 1, /*skip_damaged=*/true);
+  EXPECT_EQ(kept.size(), 1);  // sample 0 whole; sample 1 lost its label with the cut
+  TarShardSource intact(dir / "b.tar", 1, true);
+  EXPECT_EQ(intact.size(), 3);
 }
 
 TEST(Shards, BracePatternAndListFile) {

@@ -1,7 +1,10 @@
 // Watchdog: completed work is dropped; stuck work is reported once, after the timeout and not
 // long after; asynchronous errors are reported; a completion query that itself blocks is
-// reported by the guard thread.
+// reported by the guard thread. A rank that was itself stopped blames itself, not its peers.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <memory>
@@ -156,6 +159,41 @@ TEST(Watchdog, TimesEachEntryFromWhenItsPredecessorCompleted) {
   EXPECT_EQ(failures, 0) << "step 2 was timed while it waited behind step 1";
   std::this_thread::sleep_for(600ms);
   EXPECT_EQ(failures, 1);
+}
+
+// A process stopped (SIGSTOP) for longer than the timeout finds its collective late when it runs
+// again; it must say that it was the one not running, not that its peers hung.
+TEST(Watchdog, ARankThatWasStoppedBlamesItself) {
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(pipe_fds[0]);
+    std::atomic<bool> reported{false};
+    Watchdog dog(0.5, nullptr, [&](const std::string& m) {
+      (void)!::write(pipe_fds[1], m.data(), m.size());
+      reported = true;
+    }, 10ms);
+    dog.track("allreduce #3", [] { return false; });
+    (void)!::write(pipe_fds[1], "R", 1);  // tracked: the parent may stop us now
+    for (int i = 0; i < 500 && !reported; ++i) std::this_thread::sleep_for(10ms);
+    ::_exit(0);
+  }
+  ::close(pipe_fds[1]);
+  char ready = 0;
+  ASSERT_EQ(::read(pipe_fds[0], &ready, 1), 1);
+  ::kill(child, SIGSTOP);
+  std::this_thread::sleep_for(1500ms);
+  ::kill(child, SIGCONT);
+  std::string message;
+  char buf[512];
+  for (ssize_t n; (n = ::read(pipe_fds[0], buf, sizeof buf)) > 0;) message.append(buf, static_cast<size_t>(n));
+  ::close(pipe_fds[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  EXPECT_NE(message.find("this rank did not run for"), std::string::npos) << message;
+  EXPECT_EQ(message.find("a peer hung"), std::string::npos) << message;
 }
 
 }  // namespace

@@ -54,7 +54,7 @@ def test_kill_and_restart_gives_identical_losses(tmp_path, np):
     newest.write_bytes(bytes(data))
     proc = run(args(dir_), np=np)
     out = proc.stdout + proc.stderr
-    assert "refusing checkpoint" in out and "model.safetensors does not match its sha256" in out, out
+    assert "refused: checkpoint" in out and "latest pointed at" in out and "model.safetensors does not match its sha256" in out, out
     assert f"resumed from {dir_}/checkpoints/step_{STEPS - EVERY:08d}" in out, out
     assert losses_by_step(dir_) == reference
 
@@ -89,7 +89,7 @@ def test_resume_refuses_a_changed_config_and_a_fresh_run_moves_old_checkpoints_a
     proc = run(quick(dir_, ["train.micro_batch_size=16", "train.steps=8", "optim.lr=0.01"]), np=np, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
-    assert "cannot resume from" in out and "train.micro_batch_size: 32 -> 16" in out, out
+    assert "holds a run with other settings" in out and "train.micro_batch_size: 32 -> 16" in out, out
     assert "total steps (train.steps or train.epochs): 4 -> 8" in out and "optim.lr: 0.002 -> 0.01" in out, out
     import yaml  # the refused config is not written over the run's
     assert yaml.safe_load((dir_ / "config.yaml").read_text())["train"]["micro_batch_size"] == 32
