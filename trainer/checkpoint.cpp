@@ -232,12 +232,6 @@ bool CheckpointManager::load_latest(CheckpointData& out, dist::Communicator& com
         }
         continue;
       }
-      // A verified checkpoint of another world size is a user error, not a fallback case:
-      // the per-rank loader positions would not match. Rank 0 throws; main aborts every rank.
-      Json manifest = Json::parse(read_file((fs::path(dir) / kManifest).string()));
-      int64_t saved_world = manifest.at("world_size").as_int();
-      VIT_CHECK(saved_world == world_size_, CheckpointError, "checkpoint '", dir, "' was written by ", saved_world,
-                " ranks, this job has ", world_size_, "; resume with the same number of ranks or a new run.dir");
       chosen = step_of(dir);
       break;
     }
@@ -255,7 +249,10 @@ bool CheckpointManager::load_latest(CheckpointData& out, dist::Communicator& com
   out.weights = model::read_safetensors(out.dir + "/model.safetensors").tensors;
   out.optimizer = model::read_safetensors(out.dir + "/optimizer.safetensors").tensors;
   if (fs::exists(out.dir + "/ema.safetensors")) out.ema = model::read_safetensors(out.dir + "/ema.safetensors").tensors;
-  std::string rank_file = out.dir + "/rank_" + std::to_string(rank_) + ".json";
+  // Written by another number of ranks (elastic resume; the trainer maps the data position).
+  out.world_size = Json::parse(read_file(out.dir + "/" + kManifest)).at("world_size").as_int();
+  out.rank_state_is_own = rank_ < out.world_size;
+  std::string rank_file = out.dir + "/rank_" + std::to_string(out.rank_state_is_own ? rank_ : 0) + ".json";
   try {
     out.rank_state = Json::parse(read_file(rank_file));
   } catch (const std::exception& e) {

@@ -38,7 +38,11 @@ struct CheckpointData {
   model::NamedTensors weights;
   model::NamedTensors optimizer;
   model::NamedTensors ema;  // empty when the run keeps no weight average
-  Json rank_state;  // this rank's rank_<r>.json
+  int64_t world_size = 1;  // of the job that wrote it (a run may resume on another number of ranks)
+  // This rank's rank_<r>.json; on more ranks than wrote the checkpoint, rank 0's for ranks beyond
+  // them (rank_state_is_own false: its random-number states belong to another rank).
+  Json rank_state;
+  bool rank_state_is_own = true;
 };
 
 class CheckpointManager {

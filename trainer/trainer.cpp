@@ -241,35 +241,51 @@ Json Trainer::rank_state() const {
   return s;
 }
 
-void Trainer::restore_rank_state(const Json& s, const std::string& dir) {
-  const auto position = data::LoaderPosition::from_json(s.at("train_loader"));
-  if (s.find("train_samples")) {  // absent in checkpoints written before 2026-11-27
-    const int64_t samples = s.at("train_samples").as_int(), steps = s.at("loader_steps_per_epoch").as_int();
-    VIT_CHECK(samples == train_loader_->num_samples() && steps == train_loader_->steps_per_epoch(), CheckpointError,
-              "checkpoint '", dir, "' was written over training data of ", samples, " samples (", steps,
-              " micro-batch steps per epoch on this rank), this run's data gives ", train_loader_->num_samples(), " (",
-              train_loader_->steps_per_epoch(), "); resume on the same data, or use a new run.dir");
-  }
+void Trainer::restore_rank_state(const CheckpointData& ckpt, int64_t saved_accumulation) {
+  const Json& s = ckpt.rank_state;
+  const std::string& dir = ckpt.dir;
+  // The data position in optimiser steps, which mean the same samples on any number of ranks
+  // (every per-sample choice is keyed by the sample's global position); then in this job's
+  // micro-batches.
+  auto position = data::LoaderPosition::from_json(s.at("train_loader"));
+  const int64_t saved_steps = s.at("loader_steps_per_epoch").as_int();
+  VIT_CHECK(s.at("train_samples").as_int() == train_loader_->num_samples() &&
+                saved_steps / saved_accumulation == steps_per_epoch_,
+            CheckpointError, "checkpoint '", dir, "' was written over training data of ", s.at("train_samples").as_int(),
+            " samples (", saved_steps / saved_accumulation, " optimiser steps per epoch), this run's data gives ",
+            train_loader_->num_samples(), " (", steps_per_epoch_, "); resume on the same data, or use a new run.dir");
   // An epoch holds whole optimiser steps: a position inside one (a checkpoint of an older
   // vitrain under gradient accumulation) would make every later step straddle two epochs.
-  VIT_CHECK(position.step % accumulation_ == 0 && position.step < train_loader_->steps_per_epoch(), CheckpointError,
-            "checkpoint '", dir, "': its data position (epoch ", position.epoch, ", micro-batch ", position.step,
-            ") is not the start of an optimiser step of this run's epochs (", train_loader_->steps_per_epoch(),
-            " micro-batches, ", accumulation_, " per step); it comes from another vitrain or config: use a new run.dir");
+  VIT_CHECK(position.step % saved_accumulation == 0 && position.step < saved_steps, CheckpointError, "checkpoint '",
+            dir, "': its data position (epoch ", position.epoch, ", micro-batch ", position.step,
+            ") is not the start of an optimiser step (", saved_steps, " micro-batches an epoch, ", saved_accumulation,
+            " per step); it comes from another vitrain or config: use a new run.dir");
+  position.step = position.step / saved_accumulation * accumulation_;
+  VIT_CHECK(ckpt.world_size == launch_.world_size || config_.data.dataset != "tar_shards", ConfigError,
+            "data.dataset: tar_shards: checkpoint '", dir, "' was written by ", ckpt.world_size,
+            " rank(s); a tar-shard run resumes on as many (each rank reads its own shards), this job has ",
+            launch_.world_size);
   train_loader_->seek(position);
-  if (s.find("train_seconds")) train_seconds_ = s.at("train_seconds").as_double();
-  at::Generator cpu = torch::globalContext().defaultGenerator(torch::kCPU);
-  cpu.set_state(from_hex(s.at("cpu_rng").as_string()));
-  if (device_.is_cuda() && s.find("cuda_rng")) {
-    at::Generator gpu = torch::globalContext().defaultGenerator(device_);
-    gpu.set_state(from_hex(s.at("cuda_rng").as_string()));
-  }
+  train_seconds_ = s.at("train_seconds").as_double();
+  // Dropout and drop path draw from each rank's generator: a rank the checkpoint did not have
+  // starts from one seeded by (seed, step, rank).
+  auto restore = [&](at::Generator generator, const char* key) {
+    if (ckpt.rank_state_is_own && s.find(key)) {
+      generator.set_state(from_hex(s.at(key).as_string()));
+    } else {
+      generator.set_current_seed(static_cast<uint64_t>(config_.run.seed) * 1000003ULL +
+                                 static_cast<uint64_t>(ckpt.step) * 101ULL + static_cast<uint64_t>(launch_.rank));
+    }
+  };
+  restore(torch::globalContext().defaultGenerator(torch::kCPU), "cpu_rng");
+  if (device_.is_cuda()) restore(torch::globalContext().defaultGenerator(device_), "cuda_rng");
 }
 
 bool Trainer::resume() {
   if (!config_.checkpoint.resume) return false;  // an earlier run's outputs were set aside at start-up
   CheckpointData ckpt;
   if (!checkpoints_->load_latest(ckpt, *host_comm_)) return false;
+  int64_t saved_accumulation = 1;  // micro-batches per step of the job that wrote it
   {
     Config saved;
     try {
@@ -280,11 +296,33 @@ bool Trainer::resume() {
     auto changes = changes_that_block_resume(saved, config_);
     // The run's length, warmup and batch, as the numbers they give (the data is the same, so is
     // an epoch's length when the batch is).
-    const int64_t saved_accumulation = accumulation_steps(saved, launch_.world_size);
-    if (saved_accumulation != accumulation_)
-      changes.push_back(str("micro-batches per optimiser step (train.global_batch_size / world size x "
-                            "train.micro_batch_size): ", saved_accumulation, " -> ", accumulation_));
-    const int64_t saved_total = saved.train.steps > 0 ? saved.train.steps : saved.train.epochs * steps_per_epoch_;
+    // The global batch, whatever the number of ranks: a run written on N ranks resumes on M when
+    // M x train.micro_batch_size divides it (gradient accumulation makes up the rest).
+    saved_accumulation = accumulation_steps(saved, static_cast<int>(ckpt.world_size));
+    const int64_t saved_global = saved.train.micro_batch_size * ckpt.world_size * saved_accumulation;
+    const int64_t global = config_.train.micro_batch_size * launch_.world_size * accumulation_;
+    if (saved_global != global) {
+      const int64_t per_step = config_.train.micro_batch_size * launch_.world_size;
+      if (!changes.empty() || config_.train.micro_batch_size != saved.train.micro_batch_size) {
+        changes.push_back(str("images per optimiser step (train.micro_batch_size x ranks x accumulation): ",
+                              saved_global, " -> ", global));
+      } else {
+        VIT_THROW(ConfigError, "run.dir '", config_.run.dir, "' holds a run with a global batch of ", saved_global,
+                  " images per step (", ckpt.world_size, " rank(s) x micro-batch ", saved.train.micro_batch_size,
+                  saved_global / (saved.train.micro_batch_size * ckpt.world_size) > 1 ? " x accumulation" : "",
+                  "); this job makes ", global, ". ",
+                  saved_global % per_step == 0
+                      ? str("To resume it on ", launch_.world_size, " rank(s): --set train.global_batch_size=",
+                            saved_global)
+                      : str("Its ", saved_global / config_.train.micro_batch_size, " micro-batches per step cannot be "
+                            "shared by ", launch_.world_size, " ranks: resume on a number of ranks that divides ",
+                            saved_global / config_.train.micro_batch_size,
+                            " with --set train.global_batch_size=", saved_global),
+                  "; or start another run: --set run.dir=NEW_DIR");
+      }
+    }
+    const int64_t saved_steps_per_epoch = ckpt.rank_state.at("loader_steps_per_epoch").as_int() / saved_accumulation;
+    const int64_t saved_total = saved.train.steps > 0 ? saved.train.steps : saved.train.epochs * saved_steps_per_epoch;
     const LrSchedule saved_schedule(saved.schedule, saved.optim.lr, saved_total);
     if (saved_schedule.warmup_steps() != schedule_->warmup_steps())
       changes.push_back(str("warmup steps (schedule.warmup_steps or warmup_fraction): ", saved_schedule.warmup_steps(),
@@ -318,7 +356,7 @@ bool Trainer::resume() {
     restore(ema_, ckpt.ema, "ema.safetensors");
   }
   optimizer_->load_state(ckpt.optimizer, ckpt.dir + "/optimizer.safetensors");
-  restore_rank_state(ckpt.rank_state, ckpt.dir);
+  restore_rank_state(ckpt, saved_accumulation);
   step_ = ckpt.step;
   last_log_step_ = step_;
   checkpoints_->repair_latest(step_);

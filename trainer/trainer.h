@@ -90,7 +90,8 @@ class Trainer {
   void log_train(std::chrono::steady_clock::time_point interval_start);
   void save_checkpoint();
   Json rank_state() const;
-  void restore_rank_state(const Json& state, const std::string& dir);
+  // Data position (mapped to this job's ranks), training time and random-number states.
+  void restore_rank_state(const CheckpointData& ckpt, int64_t saved_accumulation);
   bool stop_requested();
   torch::Tensor compute_loss(const torch::Tensor& logits, const data::Batch& batch) const;
 
