@@ -7,10 +7,13 @@
 # InfiniBand or TCP itself; set NCCL_SOCKET_IFNAME / NCCL_IB_HCA here if it picks wrongly.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-usage="usage: launch/multinode_hostfile.sh HOSTFILE NP --config CONFIG [--set key=value ...]"
-hostfile=${1:?$usage} np=${2:?$usage}
+usage="usage: launch/multinode_hostfile.sh HOSTFILE NP [--max-restarts K] --config CONFIG [--set key=value ...]"
+hostfile=${1:?$usage} np=${2:?$usage} restarts=0
 shift 2
+if [ "${1:-}" = "--max-restarts" ]; then restarts=${2:?$usage}; shift 2; fi
 export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
 source "$root/launch/mpi_forward.sh"
-run_mpirun --hostfile "$hostfile" -np "$np" --bind-to none --map-by ppr:"${GPUS_PER_NODE:-8}":node \
-  "${mpi_forward[@]}" "$root/${VITRAIN_BUILD_DIR:-build}/vit-train" "$@"
+# SIGTERM or Ctrl-C to this script: every rank writes a checkpoint, exit 75; --max-restarts K: as
+# launch/run_local.sh (mpi_forward.sh).
+run_with_restarts "$restarts" USR1 mpirun --hostfile "$hostfile" -np "$np" \
+  --bind-to none --map-by ppr:"${GPUS_PER_NODE:-8}":node "${mpi_forward[@]}" "$root/${VITRAIN_BUILD_DIR:-build}/vit-train" "$@"

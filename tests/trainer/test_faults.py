@@ -150,3 +150,29 @@ def test_a_run_that_cannot_finish_is_refused(tmp_path, pair):
     assert proc.returncode == 2 and len(errors) == 1, proc.stderr
     assert pair.split("=")[0] in errors[0] and "cannot finish" in errors[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_max_restarts_finishes_a_run_whose_rank_was_killed(tmp_path):
+    """launch/run_local.sh --max-restarts: kill -9 of a rank mid-run ends in a finished run whose
+    losses equal an uninterrupted run's, the restart logged with its reason."""
+    slower = ["model.image_size=16", "data.synthetic_image_size=16", "model.width=128", "model.depth=2",
+              "model.num_heads=4", "model.mlp_dim=256", "train.steps=120", "checkpoint.every_steps=20",
+              "train.eval_every_steps=1000"]
+    reference = tmp_path / "ref"
+    run(args(reference, slower), np=2)
+    dir_ = tmp_path / "restarted"
+    cmd = ["bash", str(SOURCE_DIR / "launch/run_local.sh"), "-n", "2", "--max-restarts", "2"] + args(dir_, slower)
+    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(),
+                           cwd=SOURCE_DIR, start_new_session=True)
+    wait_for(lambda: (dir_ / "checkpoints" / "step_00000020" / "COMMITTED").exists(), what="a first checkpoint")
+    ranks = [int(p) for p in subprocess.run(["pgrep", "-f", f"run.dir={dir_}"], capture_output=True,
+                                            text=True).stdout.split()
+             if Path(f"/proc/{p}/exe").exists() and os.readlink(f"/proc/{p}/exe").endswith("vit-train")]
+    assert len(ranks) == 2, ranks
+    os.kill(ranks[1], signal.SIGKILL)
+    assert not (dir_ / "checkpoints" / "step_00000120").exists(), "the run finished before the kill"
+    out, _ = job.communicate(timeout=600)
+    assert job.returncode == 0, out
+    assert "restart 1 of 2" in out and "resumed from" in out, out
+    train = lambda d: {l["step"]: l["loss"] for l in records(d) if l["split"] == "train"}
+    assert train(dir_) == train(reference)  # every step once, bit for bit
