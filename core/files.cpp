@@ -25,8 +25,6 @@ std::string read_file(const std::string& path) {
   return buf.str();
 }
 
-bool file_exists(const std::string& path) { return std::filesystem::exists(path); }
-
 namespace {
 int remove_entry(const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }
 }  // namespace

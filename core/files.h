@@ -12,7 +12,6 @@ namespace vit {
 std::string read_file(const std::string& path);  // throws DataError naming the path
 void write_file_atomic(const std::string& path, const std::string& bytes);
 void fsync_directory(const std::string& dir);
-bool file_exists(const std::string& path);
 // Removes a file or a directory tree; no error when it does not exist. (Not std::filesystem::
 // remove_all: the LibTorch 2.11 wheel exports its own copy of it, which crashes when called.)
 void remove_tree(const std::string& path);

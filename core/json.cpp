@@ -188,10 +188,6 @@ class Parser {
 
 }  // namespace
 
-bool Json::as_bool() const {
-  if (type_ != Type::kBool) type_error("a boolean");
-  return bool_;
-}
 int64_t Json::as_int() const {
   if (type_ == Type::kInt) return int_;
   if (type_ == Type::kDouble && double_ == std::floor(double_)) return static_cast<int64_t>(double_);

@@ -36,12 +36,9 @@ class Json {
   Type type() const { return type_; }
   bool is_null() const { return type_ == Type::kNull; }
   bool is_number() const { return type_ == Type::kInt || type_ == Type::kDouble; }
-  bool is_string() const { return type_ == Type::kString; }
-  bool is_array() const { return type_ == Type::kArray; }
   bool is_object() const { return type_ == Type::kObject; }
 
   // Accessors throw std::runtime_error on a type mismatch; callers wrap with their file name.
-  bool as_bool() const;
   int64_t as_int() const;
   double as_double() const;
   const std::string& as_string() const;

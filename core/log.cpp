@@ -17,8 +17,6 @@ void set_log_rank(int rank, int world_size) {
   g_world_size = world_size;
 }
 
-int log_rank() { return g_rank; }
-
 void log_line(const char* level, bool all_ranks, const std::string& message) {
   if (!all_ranks && g_rank != 0) return;
   std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());

@@ -11,7 +11,6 @@ namespace vit {
 
 // Set once at start-up, after the launch environment is known.
 void set_log_rank(int rank, int world_size);
-int log_rank();
 
 void log_line(const char* level, bool all_ranks, const std::string& message);
 

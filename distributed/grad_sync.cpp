@@ -214,15 +214,6 @@ void GradSync::reset_step() {
   next_poll_ = 0;
 }
 
-std::vector<std::vector<std::string>> GradSync::bucket_layout() const {
-  std::vector<std::vector<std::string>> layout;
-  for (const auto& bucket : buckets_) {
-    layout.emplace_back();
-    for (size_t i : bucket.slots) layout.back().push_back(slots_[i].name);
-  }
-  return layout;
-}
-
 std::vector<torch::Tensor> GradSync::bucket_buffers() const {
   std::vector<torch::Tensor> buffers;
   for (const auto& bucket : buckets_) buffers.push_back(bucket.buffer);

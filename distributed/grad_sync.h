@@ -73,8 +73,6 @@ class GradSync {
   void finish();
 
   int64_t num_buckets() const { return static_cast<int64_t>(buckets_.size()); }
-  // Names of the parameters in each bucket, in bucket order (tests, logs).
-  std::vector<std::vector<std::string>> bucket_layout() const;
   // The flat gradient buffers, one per bucket (a fused optimiser or grad-norm can use them).
   std::vector<torch::Tensor> bucket_buffers() const;
 

@@ -283,11 +283,21 @@ bool MpiWork::is_completed() { return done_ || test(); }
 void MpiWork::wait() {
   const auto deadline = start_ + std::chrono::duration<double>(comm_->timeout_s());
   int polls = 0;
+  auto last_poll = std::chrono::steady_clock::now();
+  double longest_gap = 0.0;  // between two polls: long when this process itself was stopped
   while (!is_completed()) {
     const auto now = std::chrono::steady_clock::now();
+    longest_gap = std::max(longest_gap, std::chrono::duration<double>(now - last_poll).count());
+    last_poll = now;
     if (now > deadline) {
       done_ = true;
       new std::vector<torch::Tensor>(std::move(keep_));  // MPI may still write into them
+      // A rank that did not run (SIGSTOP, a debugger, a frozen machine) finds its peers gone when
+      // it runs again: it is the one they waited for, so it must not blame them.
+      if (longest_gap > comm_->timeout_s() / 2)
+        comm_->fail(str("MPI ", what_, " ", comm_->where(), ": this rank did not run for ", longest_gap,
+                        " s (stopped: SIGSTOP, a debugger or a frozen machine), longer than distributed.timeout_s; "
+                        "it is the rank its peers waited for"));
       comm_->fail(str("MPI ", what_, " timed out after ", comm_->timeout_s(), " s ", comm_->where(),
                       " (distributed.timeout_s): ", comm_->diagnose(seq_)));
     }

@@ -41,7 +41,6 @@ class Runtime {
   // was started in: a rank that goes its own way would leave its peers waiting forever. A peer
   // that does not answer within timeout_s is a CommError.
   bool same_on_every_rank(int64_t value, double timeout_s = 120.0) const;
-  bool thread_multiple() const { return thread_multiple_; }
 
   // Ends the whole job: aborts every live NCCL communicator (so no peer blocks in a kernel),
   // flushes stdout/stderr, then MPI_Abort(MPI_COMM_WORLD, code), which makes mpirun kill every

@@ -3,9 +3,12 @@
 // whole job when there are peers (so no rank hangs), and exits non-zero.
 #include <boost/program_options.hpp>
 
+#include <chrono>
 #include <exception>
 #include <iostream>
 #include <memory>
+#include <string>
+#include <thread>
 
 #include "core/errors.h"
 #include "core/log.h"
@@ -107,20 +110,29 @@ int main(int argc, char** argv) {
   vit::dist::Runtime runtime(&argc, &argv);
   vit::set_log_rank(runtime.info().rank, runtime.info().world_size);
   int code = 0;
+  std::string error;
   try {
     code = run(argc, argv, runtime);
   } catch (const vit::ConfigError& e) {
-    vit::log_error(e.what());
+    error = e.what();
     code = kExitUsage;
   } catch (const vit::Error& e) {
-    vit::log_error(e.kind(), ": ", e.what());
+    error = e.kind() + ": " + e.what();
     code = kExitError;
   } catch (const c10::Error& e) {
-    vit::log_error("LibTorch error: ", e.what_without_backtrace());
+    error = std::string("LibTorch error: ") + e.what_without_backtrace();
     code = kExitError;
   } catch (const std::exception& e) {
-    vit::log_error("unexpected error: ", e.what());
+    error = std::string("unexpected error: ") + e.what();
     code = kExitError;
+  }
+  if (!error.empty()) {
+    // Most errors meet every rank alike (a typo in the config): rank 0 says it, and its abort
+    // below ends the others before they repeat it. A rank's own error still comes out, a moment
+    // later.
+    if (runtime.info().world_size > 1 && runtime.info().rank != 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    vit::log_error(error);
   }
   // A failed rank must not leave its peers waiting in a collective.
   if (code != 0 && code != vit::train::kExitRequeue && runtime.info().world_size > 1) {

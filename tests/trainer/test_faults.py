@@ -121,7 +121,8 @@ def test_sigterm_to_the_launcher_checkpoints_and_exits_75(tmp_path):
         dir_, ["train.steps=100000", "checkpoint.every_steps=0", "train.eval_every_steps=100000"])
     job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(),
                            cwd=SOURCE_DIR, start_new_session=True)
-    wait_for(lambda: (dir_ / "metrics.jsonl").exists() and len(records(dir_)) >= 20, what="training under way")
+    metrics = dir_ / "metrics.jsonl"
+    wait_for(lambda: metrics.exists() and metrics.read_text().count("\n") >= 20, what="training under way")
     os.kill(job.pid, signal.SIGTERM)  # the launcher only
     out, _ = job.communicate(timeout=120)
     assert job.returncode == 75, out
