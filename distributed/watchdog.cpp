@@ -70,31 +70,11 @@ void Watchdog::fail(const std::function<void(const std::string&)>& report, const
 
 void Watchdog::run() {
   const auto timeout = std::chrono::duration<double>(timeout_s_);
-  auto last_wake = std::chrono::steady_clock::now();
   while (!stop_ && !failed_) {
     {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait_for(lock, poll_interval_, [this] { return stop_.load(); });
       if (stop_) return;
-    }
-    // A wake far later than the poll interval means this process did not run meanwhile (SIGSTOP,
-    // a debugger, a frozen machine): its own collectives then look late, but it is the rank that
-    // stopped answering, and its peers have said so. Report that, not a timeout that blames them.
-    const auto woke = std::chrono::steady_clock::now();
-    const double asleep = std::chrono::duration<double>(woke - last_wake).count();
-    last_wake = woke;
-    if (asleep > timeout_s_ / 2 && asleep > 10 * std::chrono::duration<double>(poll_interval_).count()) {
-      bool waiting = false;
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        waiting = !pending_.empty() && woke - pending_.front().start > timeout;
-      }
-      if (waiting) {
-        fail(on_failure_, str("this rank did not run for ", asleep, " s (stopped: SIGSTOP, a debugger or a frozen "
-                              "machine), longer than distributed.timeout_s (", timeout_s_,
-                              " s): it is the rank its peers waited for"));
-        return;
-      }
     }
     // Work completes in issue order on one stream: stop at the first entry still running.
     while (true) {
@@ -127,11 +107,23 @@ void Watchdog::run() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       const auto now = std::chrono::steady_clock::now();
+      // Since the end of the last round: a poll interval and some queries, unless this process did
+      // not run meanwhile (SIGSTOP, a debugger, a frozen machine). Then its own collectives look
+      // late, but it is the rank that stopped answering, and its peers have said so: report that,
+      // not a timeout that blames them.
+      const double stalled = std::chrono::duration<double>(now - last_round_).count();
+      last_round_ = now;
       if (!pending_.empty() && now - pending_.front().start > timeout) {
         const double age = std::chrono::duration<double>(now - pending_.front().start).count();
-        failure = str(pending_.front().what, " did not complete within ", timeout_s_,
-                      " s (running for ", age, " s; distributed.timeout_s; ", pending_.size(),
-                      " collective(s) pending; a peer hung, died, or called collectives in a different order)");
+        if (stalled > timeout_s_ / 2 && stalled > 10 * std::chrono::duration<double>(poll_interval_).count()) {
+          failure = str("this rank did not run for ", stalled, " s (stopped: SIGSTOP, a debugger or a frozen ",
+                        "machine), longer than distributed.timeout_s (", timeout_s_,
+                        " s): it is the rank its peers waited for");
+        } else {
+          failure = str(pending_.front().what, " did not complete within ", timeout_s_, " s (running for ", age,
+                        " s; distributed.timeout_s; ", pending_.size(),
+                        " collective(s) pending; a peer hung, died, or called collectives in a different order)");
+        }
       }
     }
     if (failure.empty() && async_error_) {

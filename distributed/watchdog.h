@@ -65,6 +65,8 @@ class Watchdog {
   std::function<std::string()> async_error_;
   std::function<void(const std::string&)> on_failure_;
   std::chrono::milliseconds poll_interval_;
+  // The end of the watchdog's last round (from construction: the thread may start late).
+  std::chrono::steady_clock::time_point last_round_ = std::chrono::steady_clock::now();
   std::function<void(const std::string&)> on_blocked_;
   mutable std::mutex mutex_;  // pending_; never held across a call that may block
   std::condition_variable wake_;
