@@ -34,17 +34,26 @@ endif()
 # Torch's CMake files take TORCH_CUDA_ARCH_LIST and warn about any CMAKE_CUDA_ARCHITECTURES they
 # see (then switch it off), so ours (for our own .cu files) is set after them.
 set(TORCH_CUDA_ARCH_LIST "9.0" CACHE STRING "")
+# (Their enable_language(CUDA) would define it from nvcc's default under policy CMP0104: OLD there.)
 set(VIT_CUDA_ARCHITECTURES ${CMAKE_CUDA_ARCHITECTURES})
 unset(CMAKE_CUDA_ARCHITECTURES)
+unset(CMAKE_CUDA_ARCHITECTURES CACHE)
 # The wheel's TorchConfig looks for a separate kineto library, which the wheel links into
 # libtorch_cpu instead, and warns on every run; libc10 (linked anyway) answers that look-up.
-foreach(torch_lib ${Torch_DIR}/../../../lib ${VIT_TORCH_PREFIX}/../../lib)
+set(torch_lib_candidates ${Torch_DIR}/../../../lib)
+foreach(prefix ${VIT_TORCH_PREFIX} ${CMAKE_PREFIX_PATH})  # torch.utils.cmake_prefix_path: torch/share/cmake
+  list(APPEND torch_lib_candidates ${prefix}/../../lib)
+endforeach()
+foreach(torch_lib ${torch_lib_candidates})
   if(NOT kineto_LIBRARY AND EXISTS ${torch_lib}/libc10.so)
     get_filename_component(torch_lib ${torch_lib}/libc10.so ABSOLUTE)
     set(kineto_LIBRARY ${torch_lib} CACHE FILEPATH "kineto is inside libtorch_cpu (torch wheel)" FORCE)
   endif()
 endforeach()
+cmake_policy(PUSH)
+cmake_policy(SET CMP0104 OLD)
 find_package(Torch REQUIRED)
+cmake_policy(POP)
 if(VIT_CUDA_ARCHITECTURES)
   set(CMAKE_CUDA_ARCHITECTURES ${VIT_CUDA_ARCHITECTURES})
 else()
