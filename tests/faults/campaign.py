@@ -166,12 +166,12 @@ class Job:
         for pid, (_, ppid, _, _) in table.items():
             children.setdefault(ppid, []).append(pid)
         found = {pid for pid, (_, _, sid, _) in table.items() if sid == root}
-        todo = [root] + list(found)
-        while todo:
-            for c in children.get(todo.pop(), []):
+        stack = [root] + list(found)
+        while stack:
+            for c in children.get(stack.pop(), []):
                 if c not in found:
                     found.add(c)
-                    todo.append(c)
+                    stack.append(c)
         for pid in found:
             self.seen.setdefault(pid, table[pid][3])
         return sorted(pid for pid, start in self.seen.items()

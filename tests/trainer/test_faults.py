@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from vitrun import SOURCE_DIR, TINY, VIT_TRAIN, env, run, sets, start, wait_for
+from vitrun import SOURCE_DIR, TINY, VIT_TRAIN, env, error_lines, run, sets, start, wait_for
 
 STEPS, EVERY = 40, 20
 
@@ -99,7 +99,7 @@ def test_full_disk_stops_the_run_and_resume_loses_nothing(small_disk, tmp_path):
     ballast = fill(small_disk)
     rc = job.wait(timeout=300)
     log = (tmp_path / "full.log").read_text()
-    errors = [l for l in log.splitlines() if " error]" in l]
+    errors = [l for l in log.splitlines() if " error]" in l]  # the job's log file, not a process
     assert rc == 1, log
     assert len(errors) == 1 and "IoError" in errors[0] and "disk" in errors[0], log
     assert not (dir_ / "summary.json").exists()
@@ -147,7 +147,7 @@ def test_ranks_in_different_modes_end_at_once(tmp_path, mode):
 def test_a_run_that_cannot_finish_is_refused(tmp_path, pair):
     by_epochs = ["train.steps=0"] if pair.startswith("train.epochs") else []
     proc = run(args(tmp_path / "run", [pair] + by_epochs), check=False)
-    errors = [l for l in proc.stderr.splitlines() if " error]" in l]
+    errors = error_lines(proc)
     assert proc.returncode == 2 and len(errors) == 1, proc.stderr
     assert pair.split("=")[0] in errors[0] and "cannot finish" in errors[0]
     assert not (tmp_path / "run").exists()

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitrun import SOURCE_DIR, VIT_TRAIN, env
+from vitrun import SOURCE_DIR, VIT_TRAIN, env, error_lines, files_of
 
 RECORD = 1 + 3 * 32 * 32
 CIFAR_FILES = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
@@ -92,12 +92,6 @@ def test_get_cifar10_refuses_a_wrong_checksum_and_a_short_archive(mirror, tmp_pa
     assert gone.returncode == 1 and "cannot download" in gone.stderr
 
 
-def files_of(folder):
-    """{relative path: sha256} of every file under folder."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
-
-
 def readme_block(section):
     """The first ```bash block after the heading `section` of the README, one command per line."""
     text = (SOURCE_DIR / "README.md").read_text()
@@ -105,11 +99,6 @@ def readme_block(section):
     block = after[after.index("```bash\n") + len("```bash\n"):]
     block = block[:block.index("```")]
     return [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
-
-
-def error_lines(proc):
-    """The text of each error line vit-train printed ("[12:05:12 error rank 1] text" -> "text")."""
-    return [m.group(1) for m in re.finditer(r"^\[[0-9:]+ error(?: rank \d+)?\] (.*)$", proc.stdout + proc.stderr, re.M)]
 
 
 @pytest.fixture(scope="module")

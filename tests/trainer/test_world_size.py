@@ -7,15 +7,13 @@ give the same per-step losses up to the order of float sums. Dropout and drop pa
 so they are off here. A run checkpointed on 2 ranks resumes on 1, 3 or 4 and continues as the
 uninterrupted run, for the device-resident path and for a streamed ImageFolder of JPEGs.
 """
-import hashlib
 import json
-import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from vitrun import TINY, run, sets
+from vitrun import TINY, error_lines, files_of, run, sets
 
 STEPS = 50
 AUGMENT = ["model.drop_path=0", "model.dropout=0", "train.global_batch_size=24", "train.micro_batch_size=2",
@@ -92,11 +90,6 @@ def test_a_run_resumes_on_another_number_of_ranks(tmp_path, source, jpeg_folder)
         assert_close(resumed, losses(reference), range(11, 31))
 
 
-def files_of(folder):
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
-
-
 def test_a_global_batch_that_cannot_be_kept_is_refused_before_anything_is_written(tmp_path):
     dir_ = tmp_path / "run"
     implicit = ["train.global_batch_size=0", "train.micro_batch_size=4", "train.steps=8", "checkpoint.every_steps=4"]
@@ -105,7 +98,7 @@ def test_a_global_batch_that_cannot_be_kept_is_refused_before_anything_is_writte
     (dir_ / "summary.json").unlink()
     before = files_of(dir_)
     three = run(args(dir_, implicit), np=3, check=False)  # 12 a step: 8 cannot be made by 3 x 4
-    errors = set(re.findall(r"^\[[0-9:]+ error(?: rank \d+)?\] (.*)$", three.stderr, re.M))
+    errors = set(error_lines(three))
     assert three.returncode == 2 and len(errors) == 1, three.stderr
     assert "global batch of 8" in next(iter(errors)) and "divides 2" in next(iter(errors))
     one = run(args(dir_, implicit), np=1, check=False)  # 4 a step: --set train.global_batch_size=8 would do

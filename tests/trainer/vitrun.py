@@ -1,6 +1,8 @@
 """Helpers for the whole-program tests: run vit-train as a user would and read its outputs."""
+import hashlib
 import json
 import os
+import re
 import subprocess
 import signal
 import time
@@ -76,3 +78,14 @@ def metrics(run_dir, split="train"):
 def losses_by_step(run_dir):
     """Per-step train loss; when a step was logged twice (a resumed run), the last line wins."""
     return {l["step"]: l["loss"] for l in metrics(run_dir)}
+
+
+def error_lines(proc):
+    """The text of each error line vit-train printed ("[12:05:12 error rank 1] text" -> "text")."""
+    return re.findall(r"^\[[0-9:]+ error(?: rank \d+)?\] (.*)$", proc.stdout + proc.stderr, re.M)
+
+
+def files_of(folder):
+    """{relative path: sha256} of every file under folder: a run.dir's state, byte for byte."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
