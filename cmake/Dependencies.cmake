@@ -80,6 +80,21 @@ if(VIT_WITH_CUDA)
 endif()
 message(STATUS "vitrain: CUDA + NCCL paths ${VIT_HAVE_CUDA}")
 
+# nvJPEG (GPU JPEG decode, data/gpu_decode.h): the header from PyPI's nvidia-nvjpeg wheel in the
+# setup script's venv, else the CUDA toolkit. The library is opened at run time (dlopen), first
+# where it was found here; a build without the header decodes on the CPU and says so.
+set(VIT_HAVE_NVJPEG OFF)
+if(VIT_HAVE_CUDA)
+  get_filename_component(VIT_PYTHON_BIN ${VIT_PYTHON} DIRECTORY)
+  file(GLOB VIT_WHEEL_CUDA ${VIT_PYTHON_BIN}/../lib/python3*/site-packages/nvidia/cu13)
+  find_path(VIT_NVJPEG_INCLUDE nvjpeg.h HINTS ${VIT_WHEEL_CUDA}/include ${CUDAToolkit_INCLUDE_DIRS})
+  find_library(VIT_NVJPEG_LIB NAMES libnvjpeg.so.13 nvjpeg HINTS ${VIT_WHEEL_CUDA}/lib ${CUDAToolkit_LIBRARY_DIR})
+  if(VIT_NVJPEG_INCLUDE)
+    set(VIT_HAVE_NVJPEG ON)
+  endif()
+endif()
+message(STATUS "vitrain: nvJPEG (GPU JPEG decode) ${VIT_HAVE_NVJPEG} ${VIT_NVJPEG_LIB}")
+
 find_package(MPI REQUIRED COMPONENTS CXX)
 
 find_package(yaml-cpp REQUIRED)

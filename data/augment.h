@@ -17,7 +17,8 @@
 // train.micro_batch_size.
 //
 // Execution: the resident loader runs 1-5 on whole batches on the device; the streaming loader
-// runs 1 per sample on its worker threads (transforms.h: libjpeg-turbo, scaled DCT) and 2-5 on
+// runs 1 per sample on its worker threads (transforms.h: libjpeg-turbo, scaled DCT), or with
+// GPU decode on the device after nvJPEG (gpu_decode.h, the same draws and taps), and 2-5 on
 // the device. Steps 2 and 4 are the kernels of augment_ops.h: one thread per pixel on a GPU, the
 // same arithmetic in a loop on the CPU (augment_cpu.cpp), so both give the same pixels.
 #pragma once

@@ -3,6 +3,8 @@
 // channel first. The arithmetic is augment_ops.h's.
 #include "data/augment_kernels.h"
 
+#include "data/resample_ops.h"
+
 namespace vit::data::kernels {
 namespace {
 
@@ -88,6 +90,37 @@ __global__ void erase_kernel(float* images, int height, int width, const aug::Sa
   }
 }
 
+// Thread = one output pixel (all three channels) of job blockIdx.y: the two passes of
+// transforms.cpp's resample_into in its order (each source row's horizontal sum rounded to
+// float, then the vertical sum), the taps and weights of resample_ops.h.
+__global__ void crop_resize_kernel(const ResizeJob* jobs, uint8_t* out, int out_h, int out_w, bool bicubic) {
+  using namespace resample;
+  const int p = blockIdx.x * blockDim.x + threadIdx.x;
+  if (p >= out_h * out_w) return;
+  const ResizeJob job = jobs[blockIdx.y];
+  const int y = p / out_w, x = p % out_w;
+  const TapRange ty = tap_range(job.top, job.box_h, out_h, job.height, y, bicubic);
+  const TapRange tx = tap_range(job.left, job.box_w, out_w, job.width, x, bicubic);
+  const double total_y = tap_total(ty, bicubic), total_x = tap_total(tx, bicubic);
+  double acc[3] = {0, 0, 0};
+  for (int64_t j = ty.lo; j < ty.lo + ty.count; ++j) {
+    if (j < 0 || j >= job.height) continue;
+    const uint8_t* row = job.src + j * job.pitch;
+    double m[3] = {0, 0, 0};
+    for (int64_t i = tx.lo; i < tx.lo + tx.count; ++i) {
+      if (i < 0 || i >= job.width) continue;
+      const double wx = tap_share(tx, i, total_x, bicubic);
+      for (int c = 0; c < 3; ++c) m[c] = add_rn(m[c], mul_rn(wx, static_cast<double>(row[i * 3 + c])));
+    }
+    const double wy = tap_share(ty, j, total_y, bicubic);
+    for (int c = 0; c < 3; ++c) acc[c] = add_rn(acc[c], mul_rn(wy, static_cast<double>(static_cast<float>(m[c]))));
+  }
+  const int ox = job.flip ? out_w - 1 - x : x;
+  const int64_t plane = static_cast<int64_t>(out_h) * out_w;
+  uint8_t* dst = out + static_cast<int64_t>(job.slot) * 3 * plane + static_cast<int64_t>(y) * out_w + ox;
+  for (int c = 0; c < 3; ++c) dst[c * plane] = static_cast<uint8_t>(rint(fmin(fmax(acc[c], 0.0), 255.0)));
+}
+
 }  // namespace
 
 cudaError_t launch_augment_layer(const float* in, float* out, int64_t batch, int64_t height, int64_t width,
@@ -108,6 +141,15 @@ cudaError_t launch_erase(float* images, int64_t batch, int64_t height, int64_t w
   const unsigned blocks = static_cast<unsigned>((height * width + kThreads - 1) / kThreads);
   erase_kernel<<<dim3(blocks, static_cast<unsigned>(batch)), kThreads, 0, stream>>>(
       images, static_cast<int>(height), static_cast<int>(width), plans);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_crop_resize(const ResizeJob* jobs, int64_t num_jobs, uint8_t* out, int64_t out_h, int64_t out_w,
+                               bool bicubic, cudaStream_t stream) {
+  if (num_jobs == 0) return cudaSuccess;
+  const unsigned blocks = static_cast<unsigned>((out_h * out_w + kThreads - 1) / kThreads);
+  crop_resize_kernel<<<dim3(blocks, static_cast<unsigned>(num_jobs)), kThreads, 0, stream>>>(
+      jobs, out, static_cast<int>(out_h), static_cast<int>(out_w), bicubic);
   return cudaGetLastError();
 }
 

@@ -65,17 +65,29 @@ struct ImageStats {
 
 VIT_HD bool needs_stats(int32_t op) { return op == kAutoContrast || op == kEqualize || op == kContrast; }
 
-VIT_HD float mul_rn(float a, float b) {
+// a * b and a + b, each rounded once (float or double): the device never contracts them into
+// an FMA, so it gives the host's bits.
+template <typename T>
+VIT_HD T mul_rn(T a, T b) {
 #if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
+  if constexpr (sizeof(T) == sizeof(double)) {
+    return __dmul_rn(a, b);
+  } else {
+    return __fmul_rn(a, b);
+  }
 #else
   return a * b;
 #endif
 }
 
-VIT_HD float add_rn(float a, float b) {
+template <typename T>
+VIT_HD T add_rn(T a, T b) {
 #if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
+  if constexpr (sizeof(T) == sizeof(double)) {
+    return __dadd_rn(a, b);
+  } else {
+    return __fadd_rn(a, b);
+  }
 #else
   return a + b;
 #endif

@@ -51,6 +51,7 @@ void validate(const DataConfig& c) {
             c.num_workers);
   VIT_CHECK(c.prefetch_batches >= 1, ConfigError, "data.prefetch_batches: must be >= 1, got ", c.prefetch_batches);
   check_one_of("on_corrupt", c.on_corrupt, {"skip", "fail"});
+  check_one_of("decode", c.decode, {"auto", "gpu", "cpu"});
   VIT_CHECK(c.shuffle_buffer >= 1, ConfigError, "data.shuffle_buffer: must be >= 1 (1 = no sample shuffle), got ",
             c.shuffle_buffer);
   check_one_of("train_crop", c.train_crop, {"pad_crop", "random_resized_crop", "none"});

@@ -111,7 +111,21 @@ int choose_scale_denom(double region_h, double region_w, int64_t need_h, int64_t
   return best;
 }
 
-std::string encode_jpeg(const Image& image, int quality) {
+bool jpeg_complete(const std::string& bytes) {
+  // From the end: an EOI before any SOS. Inside entropy-coded data a 0xFF byte is followed by
+  // 0x00 or a restart marker, never 0xD9 or 0xDA, and an embedded thumbnail (with its own EOI)
+  // lies before the main image's first SOS; so a whole file stops at once (its EOI is within
+  // its last bytes) and a truncated one reaches the SOS of the scan it was cut in.
+  const auto* b = reinterpret_cast<const unsigned char*>(bytes.data());
+  for (size_t i = bytes.size(); i-- > 1;) {
+    if (b[i - 1] != 0xFF) continue;
+    if (b[i] == 0xD9) return true;
+    if (b[i] == 0xDA) return false;
+  }
+  return false;
+}
+
+std::string encode_jpeg(const Image& image, int quality, bool progressive) {
   jpeg_compress_struct cinfo;
   ErrorManager err;
   cinfo.err = jpeg_std_error(&err.pub);
@@ -131,6 +145,7 @@ std::string encode_jpeg(const Image& image, int quality) {
   cinfo.in_color_space = JCS_RGB;
   jpeg_set_defaults(&cinfo);
   jpeg_set_quality(&cinfo, quality, TRUE);
+  if (progressive) jpeg_simple_progression(&cinfo);
   jpeg_start_compress(&cinfo, TRUE);
   while (cinfo.next_scanline < cinfo.image_height) {
     JSAMPROW rows[1] = {const_cast<uint8_t*>(image.row(cinfo.next_scanline))};

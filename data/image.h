@@ -37,7 +37,13 @@ Image decode_jpeg(const std::string& bytes, const std::string& name, int scale_d
 // full image still covers at least `need_h` x `need_w` pixels after scaling.
 int choose_scale_denom(double region_h, double region_w, int64_t need_h, int64_t need_w);
 
-// Encodes RGB to baseline JPEG (tests, benchmarks and `vit-data pack` of raw images).
-std::string encode_jpeg(const Image& image, int quality = 90);
+// True when the bytes hold a complete JPEG stream: an end-of-image marker after the last
+// start-of-scan marker (found from the end: a whole file answers at once). A truncated file is an error for decode_jpeg, but a GPU decoder may
+// turn it into grey without one; the GPU path (gpu_decode.h) refuses it by this test.
+bool jpeg_complete(const std::string& bytes);
+
+// Encodes RGB to baseline JPEG, or progressive when asked (tests, benchmarks and `vit-data pack`
+// of raw images).
+std::string encode_jpeg(const Image& image, int quality = 90, bool progressive = false);
 
 }  // namespace vit::data

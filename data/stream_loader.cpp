@@ -1,6 +1,8 @@
 // The streaming loader (see stream_loader.h). Threading contract: the training thread issues
-// jobs and consumes results; workers only pop jobs and push results, under mutex_. A seek
-// raises min_valid_seq_ so results of jobs issued before it are dropped when they arrive.
+// jobs and consumes results; workers only pop jobs and push results, under mutex_; with GPU
+// decode one more thread takes the results in order, decodes them on the GPU and pushes ready
+// batches. A seek raises min_valid_seq_ so results of jobs issued before it are dropped when
+// they arrive.
 #include "data/stream_loader.h"
 
 #include <chrono>
@@ -15,6 +17,7 @@
 #include "core/log.h"
 #include "data/augment.h"
 #include "data/device_copy.h"
+#include "data/gpu_decode.h"
 #include "data/image.h"
 #include "data/random.h"
 #include "data/sampler.h"
@@ -30,10 +33,44 @@ struct Job {
   int64_t seq, epoch, step;
 };
 
+enum SlotState : int8_t { kGood = 1, kEmpty = 0, kSkipped = -1 };  // kSkipped: training, to be replaced
+
 struct HostBatch {
   torch::Tensor images, labels, mask;  // uint8 [B, 3, H, W], int64 [B], float [B]; pinned on CUDA
+  std::vector<GpuDecodeItem> gpu_items;  // GPU decode: the JPEGs still to decode into their slots
+  std::vector<int8_t> state;            // SlotState per slot
   std::exception_ptr error;
 };
+
+struct ReadyBatch {  // GPU decode: on the device, ready after GpuDecoder::take
+  GpuDecoder::Handoff handoff;
+  std::exception_ptr error;
+};
+
+constexpr size_t kDecodedAhead = 2;  // GPU decode: batches decoded ahead of the consumer
+
+// data.decode: the GPU decoder, or null for CPU decode; the choice (and why) logged by rank 0.
+std::unique_ptr<GpuDecoder> choose_decoder(const DataConfig& config, const LoaderOptions& options) {
+  const std::string split = options.train ? "train" : "eval";
+  const auto say = [&](const std::string& what) {
+    if (options.rank == 0) log_info("data: ", split, " JPEGs decoded ", what);
+  };
+  if (config.decode == "cpu") {
+    say("on the CPU, " + std::to_string(config.num_workers) + " threads (data.decode: cpu)");
+    return nullptr;
+  }
+  std::string why_not;
+  auto gpu = GpuDecoder::open(options.device, &why_not);
+  if (gpu) {
+    say("on the GPU: " + gpu->describe() + "; " + std::to_string(config.num_workers) + " threads read files");
+    return gpu;
+  }
+  VIT_CHECK(config.decode != "gpu", ConfigError, "data.decode: gpu, but ", why_not,
+            "; set data.decode: auto or cpu to decode on the CPU");
+  say("on the CPU, " + std::to_string(config.num_workers) + " threads (data.decode: auto; no GPU decode: " + why_not +
+      ")");
+  return nullptr;
+}
 
 class StreamLoader final : public Loader {
  public:
@@ -46,9 +83,11 @@ class StreamLoader final : public Loader {
         interpolation_(parse_interpolation(config.resize_interpolation)),
         augmenter_(config, options),
         copier_(options.device),
-        depth_(std::max(config.prefetch_batches, config.num_workers)) {
+        depth_(std::max(config.prefetch_batches, config.num_workers)),
+        gpu_(choose_decoder(config, options)) {
     reset_wait_stats();
     for (int64_t t = 0; t < config.num_workers; ++t) workers_.emplace_back([this] { worker_loop(); });
+    if (gpu_) workers_.emplace_back([this] { decode_loop(); });
   }
 
   ~StreamLoader() override {
@@ -57,6 +96,7 @@ class StreamLoader final : public Loader {
       stop_ = true;
     }
     jobs_cv_.notify_all();
+    results_cv_.notify_all();
     for (auto& w : workers_) w.join();
   }
 
@@ -70,8 +110,10 @@ class StreamLoader final : public Loader {
     std::lock_guard<std::mutex> lock(mutex_);
     jobs_.clear();
     results_.clear();
+    decoded_.clear();
     copier_.discard();
     min_valid_seq_ = next_issue_seq_;
+    next_decode_seq_ = next_issue_seq_;
     next_consume_seq_ = next_issue_seq_;
     position_ = issue_position_ = p;
   }
@@ -79,7 +121,12 @@ class StreamLoader final : public Loader {
   Batch next() override {
     const auto start = Clock::now();
     std::vector<torch::Tensor> device;
-    if (copier_.pending() && prefetched_seq_ == next_consume_seq_) {
+    if (gpu_) {
+      issue_jobs();
+      ReadyBatch ready = take_decoded(next_consume_seq_);
+      if (ready.error) std::rethrow_exception(ready.error);
+      device = gpu_->take(ready.handoff);
+    } else if (copier_.pending() && prefetched_seq_ == next_consume_seq_) {
       device = copier_.finish();
       issue_jobs();
     } else {
@@ -92,7 +139,7 @@ class StreamLoader final : public Loader {
     ++next_consume_seq_;
     const LoaderPosition at = position_;
     if (++position_.step == steps_per_epoch()) position_ = {position_.epoch + 1, 0};
-    prefetch_copy();
+    if (!gpu_) prefetch_copy();
     wait_.add_since(start);
     const int64_t first = first_position(at.step, options_.rank, options_.world_size, options_.micro_batch_size);
     return augmenter_.finish(device[0], device[1], device[2], keys(at.epoch, first),
@@ -121,6 +168,18 @@ class StreamLoader final : public Loader {
     results_cv_.wait(lock, [&] { return results_.count(seq) > 0; });
     HostBatch out = std::move(results_[seq]);
     results_.erase(seq);
+    return out;
+  }
+
+  ReadyBatch take_decoded(int64_t seq) {
+    ReadyBatch out;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      results_cv_.wait(lock, [&] { return decoded_.count(seq) > 0; });
+      out = std::move(decoded_[seq]);
+      decoded_.erase(seq);
+    }
+    results_cv_.notify_all();  // room for the decode thread
     return out;
   }
 
@@ -163,6 +222,90 @@ class StreamLoader final : public Loader {
     }
   }
 
+  // GPU decode thread: takes the workers' batches in order, decodes them on the GPU (on the
+  // decoder's stream), and keeps up to kDecodedAhead of them ready for next().
+  void decode_loop() {
+    for (;;) {
+      int64_t seq = 0;
+      HostBatch host;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        results_cv_.wait(lock, [&] {
+          return stop_ || (results_.count(next_decode_seq_) > 0 && decoded_.size() < kDecodedAhead);
+        });
+        if (stop_) return;
+        seq = next_decode_seq_++;
+        host = std::move(results_[seq]);
+        results_.erase(seq);
+      }
+      ReadyBatch ready;
+      ready.error = host.error;
+      if (!ready.error) {
+        try {
+          ready.handoff = gpu_->run_on_stream([&] { return finish_on_gpu(host); });
+        } catch (...) {
+          ready.error = std::current_exception();
+        }
+      }
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (seq < min_valid_seq_) continue;
+        decoded_[seq] = std::move(ready);
+      }
+      results_cv_.notify_all();
+    }
+  }
+
+  // On the decoder's stream: the JPEGs decoded into their slots, data.on_corrupt for the ones
+  // that did not decode, zeros in the slots without an image (evaluation padding, skipped files).
+  std::vector<torch::Tensor> finish_on_gpu(HostBatch& host) {
+    auto images = torch::empty({options_.micro_batch_size, 3, options_.image_height, options_.image_width},
+                               torch::TensorOptions(torch::kUInt8).device(options_.device));
+    for (const auto& failure : gpu_->decode(host.gpu_items, images, interpolation_)) {
+      skip_corrupt(host, failure.slot, failure.message);
+    }
+    for (size_t j = 0; j < host.state.size(); ++j) {
+      if (host.state[j] != kGood) images[static_cast<int64_t>(j)].zero_();
+    }
+    const auto moves = replacements(host);
+    auto labels = host.labels.to(options_.device, /*non_blocking=*/true);
+    auto mask = host.mask.to(options_.device, /*non_blocking=*/true);
+    for (const auto& [dst, src] : moves) images[dst].copy_(images[src]);
+    return {images, labels, mask};
+  }
+
+  // data.on_corrupt for slot j whose JPEG did not decode: fail -> DataError; skip -> warn and
+  // count; in training the slot is replaced by another sample of the batch (replacements()),
+  // in evaluation its mask is 0.
+  void skip_corrupt(HostBatch& batch, int64_t j, const std::string& message) {
+    VIT_CHECK(config_.on_corrupt != "fail", DataError, message,
+              "; data.on_corrupt is 'fail' (set it to 'skip' to skip such files)");
+    const int64_t count = ++num_corrupt_;
+    log_warn("data: skipped ", message, " (", count, " corrupt images skipped so far)");
+    batch.mask.data_ptr<float>()[j] = options_.train ? 1.f : 0.f;
+    if (!options_.train) batch.labels.data_ptr<int64_t>()[j] = 0;
+    batch.state[static_cast<size_t>(j)] = options_.train ? kSkipped : kEmpty;
+  }
+
+  // Training: each skipped slot takes the next good sample of the batch (cyclic): the
+  // (slot, source) pairs, labels already copied on the host; the caller copies the pixels.
+  std::vector<std::pair<int64_t, int64_t>> replacements(HostBatch& batch) const {
+    std::vector<std::pair<int64_t, int64_t>> out;
+    const auto b = static_cast<int64_t>(batch.state.size());
+    int64_t* labels = batch.labels.data_ptr<int64_t>();
+    for (int64_t j = 0; j < b; ++j) {
+      if (batch.state[j] != kSkipped) continue;
+      for (int64_t k = 1; k < b; ++k) {
+        const int64_t src = (j + k) % b;
+        if (batch.state[src] != kGood) continue;
+        labels[j] = labels[src];
+        out.emplace_back(j, src);
+        break;
+      }
+    }
+    return out;
+  }
+
   // The augmentation keys of the micro-batch whose slot 0 is at `first` (augment.h).
   std::vector<uint64_t> keys(int64_t epoch, int64_t first) const {
     std::vector<uint64_t> out(static_cast<size_t>(options_.micro_batch_size));
@@ -170,12 +313,18 @@ class StreamLoader final : public Loader {
     return out;
   }
 
-  // One sample into `out` (3 planes of H x W): the geometry step of augment.h on the host.
-  // Throws DataError when the JPEG does not decode.
-  void decode_sample(const std::string& bytes, const std::string& name, uint64_t key, uint8_t* out) const {
+  // One sample into `out` (3 planes of H x W): the geometry step of augment.h on the host, or,
+  // with GPU decode, the JPEG and its draw queued in `batch` for the decode thread. Throws
+  // DataError when the JPEG does not decode (or its header does not read).
+  void decode_sample(std::string bytes, const std::string& name, uint64_t key, int64_t slot, HostBatch& batch,
+                     uint8_t* out) const {
     const JpegInfo info = jpeg_info(bytes, name);
     const int64_t h = options_.image_height, w = options_.image_width;
     const GeometryDraw draw = draw_geometry(augmenter_.policy(), key, info.height, info.width);
+    if (gpu_) {
+      batch.gpu_items.push_back({slot, std::move(bytes), name, info.height, info.width, draw});
+      return;
+    }
     // A pad-crop box may leave the image (zeros there): no scaled decode for it.
     const bool scalable = !(options_.train && config_.train_crop == "pad_crop");
     const int denom = scalable ? choose_scale_denom(draw.box.height, draw.box.width, h, w) : 1;
@@ -189,7 +338,8 @@ class StreamLoader final : public Loader {
     const auto ids = planner_->indices(job.epoch, job.step);
     const bool pinned = options_.device.is_cuda();
     HostBatch batch;
-    batch.images = torch::empty({b, 3, h, w}, torch::TensorOptions(torch::kUInt8).pinned_memory(pinned));
+    // With GPU decode the pixels are made on the device (finish_on_gpu): no host images.
+    batch.images = torch::empty({gpu_ ? 0 : b, 3, h, w}, torch::TensorOptions(torch::kUInt8).pinned_memory(pinned));
     batch.labels = torch::zeros({b}, torch::TensorOptions(torch::kInt64).pinned_memory(pinned));
     batch.mask = torch::ones({b}, torch::TensorOptions(torch::kFloat32).pinned_memory(pinned));
     uint8_t* images = batch.images.data_ptr<uint8_t>();
@@ -197,42 +347,27 @@ class StreamLoader final : public Loader {
     float* mask = batch.mask.data_ptr<float>();
     const int64_t sample_bytes = 3 * h * w;
     const auto sample_keys = keys(job.epoch, first_position(job.step, options_.rank, options_.world_size, b));
-    std::vector<char> good(static_cast<size_t>(b), 1);
+    batch.state.assign(static_cast<size_t>(b), kGood);
     for (int64_t j = 0; j < b; ++j) {
-      uint8_t* slot = images + j * sample_bytes;
+      uint8_t* slot = gpu_ ? nullptr : images + j * sample_bytes;
       if (ids[j] < 0) {  // eval padding
-        std::memset(slot, 0, sample_bytes);
+        if (slot) std::memset(slot, 0, sample_bytes);
         mask[j] = 0;
-        good[j] = 0;
+        batch.state[j] = kEmpty;
         continue;
       }
-      const std::string bytes = source_->read(ids[j]);  // a read error is always fatal
+      std::string bytes = source_->read(ids[j]);  // a read error is always fatal
       labels[j] = source_->label(ids[j]);
       try {
-        decode_sample(bytes, source_->name(ids[j]), sample_keys[j], slot);
+        decode_sample(std::move(bytes), source_->name(ids[j]), sample_keys[j], j, batch, slot);
       } catch (const DataError& e) {
-        VIT_CHECK(config_.on_corrupt != "fail", DataError, e.what(),
-                  "; data.on_corrupt is 'fail' (set it to 'skip' to skip such files)");
-        const int64_t count = ++num_corrupt_;
-        log_warn("data: skipped ", e.what(), " (", count, " corrupt images skipped so far)");
-        std::memset(slot, 0, sample_bytes);
-        mask[j] = options_.train ? 1.f : 0.f;
-        good[j] = 0;
-        labels[j] = options_.train ? labels[j] : 0;
-        if (options_.train) good[j] = -1;  // to be replaced below
+        if (slot) std::memset(slot, 0, sample_bytes);
+        skip_corrupt(batch, j, e.what());
       }
     }
-    if (options_.train) {  // replace skipped samples by the next good one of the batch (cyclic)
-      for (int64_t j = 0; j < b; ++j) {
-        if (good[j] != -1) continue;
-        for (int64_t k = 1; k < b; ++k) {
-          const int64_t src = (j + k) % b;
-          if (good[src] != 1) continue;
-          std::memcpy(images + j * sample_bytes, images + src * sample_bytes, sample_bytes);
-          labels[j] = labels[src];
-          break;
-        }
-      }
+    if (gpu_) return batch;  // the decode thread finishes it
+    for (const auto& [dst, src] : replacements(batch)) {
+      std::memcpy(images + dst * sample_bytes, images + src * sample_bytes, sample_bytes);
     }
     return batch;
   }
@@ -245,13 +380,15 @@ class StreamLoader final : public Loader {
   Augmenter augmenter_;
   DeviceCopier copier_;
   const int64_t depth_;
+  std::unique_ptr<GpuDecoder> gpu_;  // null: decode on the CPU (worker threads)
 
   std::mutex mutex_;  // guards jobs_, results_, stop_, min_valid_seq_ and the issue counters
   std::condition_variable jobs_cv_, results_cv_;
   std::deque<Job> jobs_;
   std::map<int64_t, HostBatch> results_;
+  std::map<int64_t, ReadyBatch> decoded_;
   bool stop_ = false;
-  int64_t next_issue_seq_ = 0, next_consume_seq_ = 0, min_valid_seq_ = 0, prefetched_seq_ = -1;
+  int64_t next_issue_seq_ = 0, next_consume_seq_ = 0, min_valid_seq_ = 0, prefetched_seq_ = -1, next_decode_seq_ = 0;
   LoaderPosition position_, issue_position_;
   std::atomic<int64_t> num_corrupt_{0};
   std::vector<std::thread> workers_;

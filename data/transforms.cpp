@@ -5,26 +5,13 @@
 #include <cmath>
 
 #include "core/errors.h"
+#include "data/resample_ops.h"
 
 namespace vit::data {
 namespace {
 
-double bilinear_kernel(double x) {
-  x = std::fabs(x);
-  return x < 1.0 ? 1.0 - x : 0.0;
-}
-
-double bicubic_kernel(double x) {  // Keys, a = -0.5 (PIL and torchvision's antialiased bicubic)
-  constexpr double a = -0.5;
-  x = std::fabs(x);
-  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
-  if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
-  return 0.0;
-}
-
-// For each output coordinate: the first source tap and the weights of the taps. Taps outside
-// [0, src_len) keep their weight and read 0 (padding), except that for boxes inside the image
-// the edge taps are clamped (edge pixels replicate, as PIL does).
+// For each output coordinate: the first source tap and the weights of the taps
+// (resample_ops.h, shared with the GPU decode path's kernel).
 struct Taps {
   std::vector<int64_t> first;
   std::vector<int64_t> count;
@@ -33,37 +20,25 @@ struct Taps {
 };
 
 Taps make_taps(double start, double length, int64_t out_len, int64_t src_len, Interpolation interp) {
-  const double scale = length / static_cast<double>(out_len);
-  const double stretch = std::max(scale, 1.0);
-  const double support = (interp == Interpolation::kBilinear ? 1.0 : 2.0) * stretch;
+  const bool bicubic = interp == Interpolation::kBicubic;
   Taps t;
-  t.max_taps = static_cast<int64_t>(std::ceil(2.0 * support)) + 3;
+  t.max_taps = resample::max_taps(length, out_len, bicubic);
   t.first.resize(out_len);
   t.count.resize(out_len);
   t.weights.assign(static_cast<size_t>(out_len * t.max_taps), 0.0);
-  const bool inside = start >= 0 && start + length <= static_cast<double>(src_len) + 1e-9;
   for (int64_t i = 0; i < out_len; ++i) {
-    const double center = start + (static_cast<double>(i) + 0.5) * scale;
-    // Taps j with |j + 0.5 - center| < support.
-    int64_t lo = static_cast<int64_t>(std::floor(center - support - 0.5));
-    int64_t hi = static_cast<int64_t>(std::ceil(center + support - 0.5)) + 1;  // exclusive
-    if (inside) {
-      lo = std::max<int64_t>(lo, 0);
-      hi = std::min<int64_t>(hi, src_len);
-    }
-    hi = std::min(hi, lo + t.max_taps);
+    const resample::TapRange range = resample::tap_range(start, length, out_len, src_len, i, bicubic);
     double total = 0;
     double* w = &t.weights[i * t.max_taps];
-    for (int64_t j = lo; j < hi; ++j) {
-      const double x = (static_cast<double>(j) + 0.5 - center) / stretch;
-      w[j - lo] = interp == Interpolation::kBilinear ? bilinear_kernel(x) : bicubic_kernel(x);
-      total += w[j - lo];
+    for (int64_t k = 0; k < range.count; ++k) {
+      w[k] = resample::tap_weight(range, range.lo + k, bicubic);
+      total += w[k];
     }
     if (total != 0) {
-      for (int64_t j = 0; j < hi - lo; ++j) w[j] /= total;
+      for (int64_t k = 0; k < range.count; ++k) w[k] /= total;
     }
-    t.first[i] = lo;
-    t.count[i] = hi - lo;
+    t.first[i] = range.lo;
+    t.count[i] = range.count;
   }
   return t;
 }

@@ -18,6 +18,7 @@ cd "$(dirname "$0")/.."
 VENV=${VITRAIN_VENV:-$HOME/.cache/vitrain/venv}
 BUILD_DIR=${VITRAIN_BUILD_DIR:-build}
 TORCH_VERSION=2.11.0
+NVJPEG_VERSION=13.3.2.43  # PyPI nvidia-nvjpeg (CUDA 13): tested on H200 with driver 580
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 have_cuda_toolkit() { command -v nvcc >/dev/null 2>&1 || [ -x "${CUDAToolkit_ROOT:-/usr/local/cuda}/bin/nvcc" ]; }
@@ -59,6 +60,13 @@ assert torch.__version__.split('+')[0] == '$TORCH_VERSION'" >/dev/null 2>&1; the
     echo "setup: $VENV holds a CUDA build of torch, whose CMake files need the CUDA toolkit (nvcc), and this" \
          "machine has none: install the CUDA 13.0 toolkit, or set VITRAIN_VENV to a new path for the CPU build" >&2
     exit 2
+  fi
+  # nvJPEG for JPEG decode on the GPU (data.decode; a small wheel: header + libnvjpeg.so.13).
+  if [ "$("$VENV/bin/python" -c 'import torch; print(torch.version.cuda is not None)')" = True ] &&
+     ! "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('nvidia-nvjpeg') == '$NVJPEG_VERSION'" \
+       >/dev/null 2>&1; then
+    echo "setup: installing nvidia-nvjpeg==$NVJPEG_VERSION (GPU JPEG decode) into $VENV"
+    "$VENV/bin/python" -m pip install --progress-bar off "nvidia-nvjpeg==$NVJPEG_VERSION"
   fi
   TORCH_PREFIX=$("$VENV/bin/python" -c 'import torch; print(torch.utils.cmake_prefix_path)')
   PYTHON="$VENV/bin/python"

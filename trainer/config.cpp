@@ -91,7 +91,8 @@ std::vector<Field> schema(Config& c) {
       field("data.synthetic_image_size", &d.synthetic_image_size),
       field("data.synthetic_seed", &d.synthetic_seed), field("data.cifar100_labels", &d.cifar100_labels),
       field("data.num_workers", &d.num_workers), field("data.prefetch_batches", &d.prefetch_batches),
-      field("data.on_corrupt", &d.on_corrupt), field("data.shuffle_buffer", &d.shuffle_buffer),
+      field("data.on_corrupt", &d.on_corrupt), field("data.decode", &d.decode),
+      field("data.shuffle_buffer", &d.shuffle_buffer),
       field("data.device_resident", &d.device_resident), field("data.train_crop", &d.train_crop),
       field("data.crop_padding", &d.crop_padding), field("data.rrc_scale", &d.rrc_scale),
       field("data.rrc_ratio", &d.rrc_ratio), field("data.hflip", &d.hflip), field("data.rand_augment", &d.rand_augment),
@@ -419,7 +420,7 @@ std::vector<std::string> changes_that_block_resume(const Config& saved, const Co
       "run.name", "run.dir", "run.device", "model.init_from", "model.init_from_ema", "model.head_init",
       "model.pos_embed_interpolation", "train.eval_flip_tta",
       "model.fused_norm", "model.fused_bias_grad", "data.path", "data.eval_path", "data.num_workers",
-      "data.prefetch_batches", "data.on_corrupt", "data.device_resident", "data.eval_crop_fraction",
+      "data.prefetch_batches", "data.on_corrupt", "data.decode", "data.device_resident", "data.eval_crop_fraction",
       "train.eval_every_steps", "train.cuda_graph", "train.attention", "train.gemm_autotune", "train.precision",
       "train.epochs", "train.steps", "train.global_batch_size", "schedule.warmup_steps", "schedule.warmup_fraction"};
   static const std::set<std::string> adamw_only = {"optim.beta1", "optim.beta2", "optim.eps"};
