@@ -275,7 +275,7 @@ class NvjpegDecoder final : public GpuDecoder {
                   ": decoded size differs from its header");
         auto host = torch::from_blob(image.pixels.data(), {static_cast<int64_t>(image.pixels.size())}, torch::kUInt8)
                         .pin_memory();
-        scratch_.narrow(0, offset[i], host.numel()).copy_(host, /*non_blocking=*/true);
+        current_->buffer.narrow(0, offset[i], host.numel()).copy_(host, /*non_blocking=*/true);
         decoded[i] = 1;
       } catch (const DataError& e) {
         failures.push_back({item.slot, e.what()});
@@ -300,6 +300,8 @@ class NvjpegDecoder final : public GpuDecoder {
           static_cast<int64_t>(jobs.size()), out.data_ptr<uint8_t>(), out.size(2), out.size(3),
           interpolation == Interpolation::kBicubic, stream));
     }
+    current_->read = std::make_unique<at::cuda::CUDAEvent>();
+    current_->read->record(stream_);
     return failures;
   }
 
@@ -309,15 +311,20 @@ class NvjpegDecoder final : public GpuDecoder {
               ")");
   }
 
-  // The decoded images' buffer: one for every batch (its users are ordered on stream_), grown
-  // with some headroom when a batch needs more, so the allocator is not asked every batch.
+  // The decoded images' buffer: two, used in turn, each grown with some headroom when a batch
+  // needs more (so the allocator is not asked every batch). nvJPEG's hardware decoder writes
+  // when it is called, not in stream order (it does not wait for the work already queued on
+  // the stream): the host waits until the kernel that last read the buffer has run.
   uint8_t* scratch(int64_t bytes) {
-    if (!scratch_.defined() || scratch_.numel() < bytes) {
-      scratch_ = torch::Tensor();
-      scratch_ = torch::empty({std::max<int64_t>(bytes + bytes / 4, 1)},
-                              torch::TensorOptions(torch::kUInt8).device(device_));
+    current_ = &scratch_[next_scratch_];
+    next_scratch_ ^= 1;
+    if (current_->read) current_->read->synchronize();
+    if (!current_->buffer.defined() || current_->buffer.numel() < bytes) {
+      current_->buffer = torch::Tensor();
+      current_->buffer = torch::empty({std::max<int64_t>(bytes + bytes / 4, 1)},
+                                      torch::TensorOptions(torch::kUInt8).device(device_));
     }
-    return scratch_.data_ptr<uint8_t>();
+    return current_->buffer.data_ptr<uint8_t>();
   }
 
   // Whether the batched decode of this backend takes the image (the hardware decoder refuses
@@ -364,7 +371,13 @@ class NvjpegDecoder final : public GpuDecoder {
   nvjpegJpegState_t state_ = nullptr;
   nvjpegJpegStream_t parsed_ = nullptr;
   c10::cuda::CUDAStream stream_;
-  torch::Tensor scratch_;
+  struct Scratch {
+    torch::Tensor buffer;
+    std::unique_ptr<at::cuda::CUDAEvent> read;  // recorded after the kernel that last read it
+  };
+  Scratch scratch_[2];
+  Scratch* current_ = nullptr;
+  int next_scratch_ = 0;
   int initialized_for_ = -1;  // the batch size nvjpegDecodeBatchedInitialize was last called with
 };
 
