@@ -10,7 +10,7 @@ matches), then measures and prints one markdown table for docs/benchmarks.md:
     with data.decode=gpu (1 reader + the decode thread) and with data.decode=cpu (--cpu-workers).
 Raw results and the table also go to --out (default WORK/results.json).
 
-    python3 bench/data/gpu_decode.py                      # everything, ~15 minutes on one H200
+    python3 bench/data/gpu_decode.py                      # everything, about 5 minutes on one H200
     python3 bench/data/gpu_decode.py --skip-train         # decode rows only
 """
 import argparse
