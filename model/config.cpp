@@ -1,6 +1,8 @@
 #include "model/config.h"
 
+#include <iterator>
 #include <map>
+#include <utility>
 
 #include "core/errors.h"
 #include "core/strings.h"
@@ -36,6 +38,20 @@ PresetShape preset_shape(const std::string& name) {
               join(preset_names(), ", "));
   }
   return it->second;
+}
+
+void apply_preset(const std::string& name, ModelConfig& config,
+                  const std::function<bool(const std::string& key)>& given) {
+  const PresetShape shape = preset_shape(name);
+  const std::pair<const char*, int64_t ModelConfig::*> fields[] = {
+      {"image_size", &ModelConfig::image_size}, {"patch_size", &ModelConfig::patch_size},
+      {"width", &ModelConfig::width},           {"depth", &ModelConfig::depth},
+      {"num_heads", &ModelConfig::num_heads},   {"mlp_dim", &ModelConfig::mlp_dim}};
+  const int64_t values[] = {shape.image_size, shape.patch_size, shape.width,
+                            shape.depth,      shape.num_heads,  shape.mlp_dim};
+  for (size_t i = 0; i < std::size(fields); ++i) {
+    if (!given || !given(fields[i].first)) config.*(fields[i].second) = values[i];
+  }
 }
 
 void validate(const ModelConfig& c) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,11 @@ struct PresetShape {
 };
 PresetShape preset_shape(const std::string& name);
 std::vector<std::string> preset_names();
+// The one way a preset becomes a shape: fills image_size, patch_size, width, depth, num_heads
+// and mlp_dim from preset_shape(name), except the keys `given` names (set beside the preset
+// in a config file; none when it is empty).
+void apply_preset(const std::string& name, ModelConfig& config,
+                  const std::function<bool(const std::string& key)>& given = {});
 
 // Cross-field checks (divisibility, ranges). Messages name `model.<key>`.
 void validate(const ModelConfig& config);

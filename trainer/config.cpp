@@ -244,14 +244,8 @@ void apply_preset(const YAML::Node& model_node, model::ModelConfig& m) {
   if (!model_node || !model_node.IsMap() || !model_node["preset"]) return;
   VIT_CHECK(model_node["preset"].IsScalar(), ConfigError, "model.preset: must be a preset name, got a nested value");
   if (model_node["preset"].as<std::string>().empty()) return;
-  auto shape = model::preset_shape(model_node["preset"].as<std::string>());
-  auto given = [&](const char* key) { return static_cast<bool>(model_node[key]); };
-  if (!given("image_size")) m.image_size = shape.image_size;
-  if (!given("patch_size")) m.patch_size = shape.patch_size;
-  if (!given("width")) m.width = shape.width;
-  if (!given("depth")) m.depth = shape.depth;
-  if (!given("num_heads")) m.num_heads = shape.num_heads;
-  if (!given("mlp_dim")) m.mlp_dim = shape.mlp_dim;
+  model::apply_preset(model_node["preset"].as<std::string>(), m,
+                      [&](const std::string& key) { return static_cast<bool>(model_node[key]); });
 }
 
 }  // namespace

@@ -173,15 +173,7 @@ int cmd_resample(const Args& args) {
 int cmd_count(const Args& args) {
   for (const auto& preset : split(optional(args, "preset", ""), ',')) {
     ModelConfig config;
-    if (!preset.empty()) {
-      PresetShape s = preset_shape(preset);
-      config.image_size = s.image_size;
-      config.patch_size = s.patch_size;
-      config.width = s.width;
-      config.depth = s.depth;
-      config.num_heads = s.num_heads;
-      config.mlp_dim = s.mlp_dim;
-    }
+    if (!preset.empty()) apply_preset(preset, config);
     config.num_classes = std::stoll(optional(args, "num-classes", std::to_string(config.num_classes)));
     config.head = optional(args, "head", config.head);
     apply_shape(config, optional(args, "shape", ""));

@@ -40,14 +40,8 @@ ModelConfig small_config(const std::string& head = "linear") {
 }
 
 ModelConfig preset_config(const std::string& name, const std::string& head = "linear") {
-  PresetShape s = preset_shape(name);
   ModelConfig c;
-  c.image_size = s.image_size;
-  c.patch_size = s.patch_size;
-  c.width = s.width;
-  c.depth = s.depth;
-  c.num_heads = s.num_heads;
-  c.mlp_dim = s.mlp_dim;
+  apply_preset(name, c);
   c.num_classes = 1000;
   c.head = head;
   return c;
