@@ -7,9 +7,9 @@
 #include <tuple>
 
 #include "core/errors.h"
-#include "model/fused_bias_sums.h"
-#include "model/fused_linear.h"
-#include "model/fused_norm.h"
+#include "model/kernels/fused_bias_sums.h"
+#include "model/kernels/fused_linear.h"
+#include "model/kernels/fused_norm.h"
 
 namespace vit::model {
 namespace F = torch::nn::functional;

@@ -13,7 +13,7 @@
 #include <torch/torch.h>
 
 #include "model/config.h"
-#include "model/weight_casts.h"
+#include "model/kernels/weight_casts.h"
 
 namespace vit::model {
 

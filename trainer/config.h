@@ -57,7 +57,7 @@ struct TrainConfig {
   int64_t eval_every_steps = 0;    // 0: at the end of every epoch
   bool cuda_graph = false;         // capture the whole step as a CUDA graph (static shapes, GPU only)
   std::string attention = "auto";  // SDPA kernel on GPU: auto | flash | efficient | cudnn | math
-  bool gemm_autotune = true;       // time the weight-gradient GEMM candidates (cuBLASLt's, ATen's mm; model/fused_linear.h)
+  bool gemm_autotune = true;       // time the weight-gradient GEMM candidates (cuBLASLt's, ATen's mm; model/kernels/fused_linear.h)
   double ema_decay = 0.0;          // > 0: keep an exponential moving average of the weights, evaluated and saved too
   bool eval_flip_tta = false;      // evaluation also averages the predictions of each image and its mirror image
 };

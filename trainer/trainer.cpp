@@ -11,7 +11,7 @@
 #include "core/log.h"
 #include "core/strings.h"
 #include "distributed/consistency.h"
-#include "model/fused_linear.h"
+#include "model/kernels/fused_linear.h"
 #include "model/npz.h"
 #include "model/transfer.h"
 #include "trainer/autocast.h"

@@ -1,17 +1,17 @@
-// The fused residual + LayerNorm kernels (model/fused_norm.h), the GELU backward, attention
-// heads gather and token embedding that sum bias (and pos_embed) gradients (model/fused_bias_sums.h) and the fused linear backward
-// (model/fused_linear.h) against ATen's ops, and the model with them against the model without.
+// The fused residual + LayerNorm kernels (model/kernels/fused_norm.h), the GELU backward, attention
+// heads gather and token embedding that sum bias (and pos_embed) gradients (model/kernels/fused_bias_sums.h) and the fused linear backward
+// (model/kernels/fused_linear.h) against ATen's ops, and the model with them against the model without.
 // Needs a GPU; skips with a reason without one.
 #include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "model/bias_sum_kernels.h"
-#include "model/fused_bias_sums.h"
-#include "model/fused_linear.h"
-#include "model/fused_norm.h"
+#include "model/kernels/bias_sum_kernels.h"
+#include "model/kernels/fused_bias_sums.h"
+#include "model/kernels/fused_linear.h"
+#include "model/kernels/fused_norm.h"
 #include "model/vit.h"
-#include "model/weight_casts.h"
+#include "model/kernels/weight_casts.h"
 
 namespace vit::model {
 namespace {

@@ -9,8 +9,8 @@
 
 #include "core/errors.h"
 #include "core/log.h"
-#include "model/cast_kernels.h"
-#include "model/weight_casts.h"
+#include "model/kernels/cast_kernels.h"
+#include "model/kernels/weight_casts.h"
 
 namespace vit::model {
 namespace {

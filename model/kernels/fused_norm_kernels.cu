@@ -7,11 +7,11 @@
 // Numerics: fp32 throughout, two-pass mean / variance over the row held in registers, output
 // rounded to bf16 (round to nearest even) once, the same values ATen's add -> layer_norm -> cast
 // chain produces under autocast up to fp32 summation order.
-#include "model/fused_norm_kernels.h"
+#include "model/kernels/fused_norm_kernels.h"
 
 #include <atomic>
 
-#include "model/bf16_bits.cuh"
+#include "model/kernels/bf16_bits.cuh"
 
 namespace vit::model::kernels {
 namespace {

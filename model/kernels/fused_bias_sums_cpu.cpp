@@ -1,6 +1,6 @@
 // Builds without CUDA: the bias-summing kernels are absent and the model takes ATen's path.
 #include "core/errors.h"
-#include "model/fused_bias_sums.h"
+#include "model/kernels/fused_bias_sums.h"
 
 namespace vit::model {
 

@@ -25,8 +25,8 @@
 
 #include "core/errors.h"
 #include "core/log.h"
-#include "model/fused_linear.h"
-#include "model/weight_casts.h"
+#include "model/kernels/fused_linear.h"
+#include "model/kernels/weight_casts.h"
 
 namespace vit::model {
 namespace {

@@ -1,6 +1,6 @@
 // Builds without CUDA: the fused LayerNorm kernels are absent and the model takes ATen's path.
 #include "core/errors.h"
-#include "model/fused_norm.h"
+#include "model/kernels/fused_norm.h"
 
 namespace vit::model {
 

@@ -1,7 +1,7 @@
 // One kernel for every fp32 -> bf16 weight cast of a step (see cast_kernels.h, weight_casts.h).
-#include "model/cast_kernels.h"
+#include "model/kernels/cast_kernels.h"
 
-#include "model/bf16_bits.cuh"
+#include "model/kernels/bf16_bits.cuh"
 
 namespace vit::model::kernels {
 namespace {

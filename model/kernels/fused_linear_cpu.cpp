@@ -1,6 +1,6 @@
 // A build without CUDA: the fused linear backward never applies (see fused_linear.h).
 #include "core/errors.h"
-#include "model/fused_linear.h"
+#include "model/kernels/fused_linear.h"
 
 namespace vit::model {
 

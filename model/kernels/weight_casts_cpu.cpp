@@ -1,5 +1,5 @@
 // A build without CUDA: no casts (see weight_casts.h); the Linears cast their own weights.
-#include "model/weight_casts.h"
+#include "model/kernels/weight_casts.h"
 
 namespace vit::model {
 

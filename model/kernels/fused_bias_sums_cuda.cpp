@@ -6,9 +6,9 @@
 #include <array>
 
 #include "core/errors.h"
-#include "model/bias_sum_kernels.h"
-#include "model/fused_bias_sums.h"
-#include "model/kernel_ptr.h"
+#include "model/kernels/bias_sum_kernels.h"
+#include "model/kernels/fused_bias_sums.h"
+#include "model/kernels/kernel_ptr.h"
 
 namespace vit::model {
 namespace {

@@ -8,11 +8,11 @@
 //   - The token embedding's backward: the patch tokens' gradient rounded to bf16; the sums over
 //     the images are those of the fp32 gradient (pos_embed's gradient). Its forward (cat + add)
 //     is here too.
-#include "model/bias_sum_kernels.h"
+#include "model/kernels/bias_sum_kernels.h"
 
 #include <cmath>
 
-#include "model/bf16_bits.cuh"
+#include "model/kernels/bf16_bits.cuh"
 
 namespace vit::model::kernels {
 namespace {

@@ -5,9 +5,9 @@
 #include <optional>
 
 #include "core/errors.h"
-#include "model/fused_norm.h"
-#include "model/fused_norm_kernels.h"
-#include "model/kernel_ptr.h"
+#include "model/kernels/fused_norm.h"
+#include "model/kernels/fused_norm_kernels.h"
+#include "model/kernels/kernel_ptr.h"
 
 namespace vit::model {
 namespace {

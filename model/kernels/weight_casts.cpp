@@ -1,6 +1,6 @@
 // The thread's active weight casts (weight_casts.h); the casts themselves are in
 // weight_casts_cuda.cpp / weight_casts_cpu.cpp.
-#include "model/weight_casts.h"
+#include "model/kernels/weight_casts.h"
 
 namespace vit::model {
 namespace {
