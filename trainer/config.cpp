@@ -19,11 +19,19 @@ namespace fs = std::filesystem;
 
 // ---- The schema: every key, bound to a member of Config -------------------------------------
 
+// Whether a resumed run may give a key another value than the run it resumes: where files
+// are, how it computes (device, precision, kernels), what it logs, how often it evaluates and
+// checkpoints, and settings that only act at initialisation or in evaluation may change; the
+// run's length, warmup and batch too, compared by the trainer as the numbers they give (total
+// steps, warmup steps, micro-batches per step). Everything else the saved state depends on.
+enum OnResume { kMustMatch, kMayChange };
+
 struct Field {
   std::string key;                                                   // "model.depth"
   std::function<void(const YAML::Node&)> read;                       // throws YAML::Exception on a bad type
   std::function<void(YAML::Emitter&)> write;
   std::string type_name;
+  OnResume on_resume = kMustMatch;
 };
 
 template <typename T>
@@ -36,9 +44,10 @@ const char* type_name() {
 }
 
 template <typename T>
-Field field(const std::string& key, T* member) {
+Field field(const std::string& key, T* member, OnResume on_resume = kMustMatch) {
   Field f;
   f.key = key;
+  f.on_resume = on_resume;
   f.type_name = type_name<T>();
   f.read = [member](const YAML::Node& node) {
     if constexpr (std::is_same_v<T, std::vector<double>>) {
@@ -71,61 +80,61 @@ std::vector<Field> schema(Config& c) {
   auto& k = c.checkpoint;
   auto& l = c.logging;
   return {
-      field("run.name", &r.name), field("run.dir", &r.dir), field("run.seed", &r.seed), field("run.device", &r.device),
+      field("run.name", &r.name, kMayChange), field("run.dir", &r.dir, kMayChange), field("run.seed", &r.seed), field("run.device", &r.device, kMayChange),
 
       field("model.preset", &m.preset), field("model.image_size", &m.image_size),
       field("model.image_height", &m.image_height), field("model.image_width", &m.image_width),
       field("model.patch_size", &m.patch_size), field("model.channels", &m.channels), field("model.width", &m.width),
       field("model.depth", &m.depth), field("model.num_heads", &m.num_heads), field("model.mlp_dim", &m.mlp_dim),
-      field("model.num_classes", &m.num_classes), field("model.head", &m.head), field("model.head_init", &m.head_init),
-      field("model.fused_norm", &m.fused_norm),
-      field("model.fused_bias_grad", &m.fused_bias_grad), field("model.dropout", &m.dropout),
+      field("model.num_classes", &m.num_classes), field("model.head", &m.head), field("model.head_init", &m.head_init, kMayChange),
+      field("model.fused_norm", &m.fused_norm, kMayChange),
+      field("model.fused_bias_grad", &m.fused_bias_grad, kMayChange), field("model.dropout", &m.dropout),
       field("model.attn_dropout", &m.attn_dropout), field("model.drop_path", &m.drop_path),
-      field("model.layer_norm_eps", &m.layer_norm_eps), field("model.init_from", &m.init_from),
-      field("model.init_from_ema", &m.init_from_ema),
-      field("model.pos_embed_interpolation", &m.pos_embed_interpolation),
+      field("model.layer_norm_eps", &m.layer_norm_eps), field("model.init_from", &m.init_from, kMayChange),
+      field("model.init_from_ema", &m.init_from_ema, kMayChange),
+      field("model.pos_embed_interpolation", &m.pos_embed_interpolation, kMayChange),
 
-      field("data.dataset", &d.dataset), field("data.path", &d.path), field("data.eval_path", &d.eval_path),
+      field("data.dataset", &d.dataset), field("data.path", &d.path, kMayChange), field("data.eval_path", &d.eval_path, kMayChange),
       field("data.num_classes", &d.num_classes), field("data.synthetic_train_size", &d.synthetic_train_size),
       field("data.synthetic_eval_size", &d.synthetic_eval_size),
       field("data.synthetic_image_size", &d.synthetic_image_size),
       field("data.synthetic_seed", &d.synthetic_seed), field("data.cifar100_labels", &d.cifar100_labels),
-      field("data.num_workers", &d.num_workers), field("data.prefetch_batches", &d.prefetch_batches),
-      field("data.on_corrupt", &d.on_corrupt), field("data.decode", &d.decode),
+      field("data.num_workers", &d.num_workers, kMayChange), field("data.prefetch_batches", &d.prefetch_batches, kMayChange),
+      field("data.on_corrupt", &d.on_corrupt, kMayChange), field("data.decode", &d.decode, kMayChange),
       field("data.shuffle_buffer", &d.shuffle_buffer),
-      field("data.device_resident", &d.device_resident), field("data.train_crop", &d.train_crop),
+      field("data.device_resident", &d.device_resident, kMayChange), field("data.train_crop", &d.train_crop),
       field("data.crop_padding", &d.crop_padding), field("data.rrc_scale", &d.rrc_scale),
       field("data.rrc_ratio", &d.rrc_ratio), field("data.hflip", &d.hflip), field("data.rand_augment", &d.rand_augment),
       field("data.random_erase_prob", &d.random_erase_prob), field("data.repeated_augment", &d.repeated_augment),
       field("data.mixup_alpha", &d.mixup_alpha),
       field("data.cutmix_alpha", &d.cutmix_alpha), field("data.resize_interpolation", &d.resize_interpolation),
-      field("data.eval_crop_fraction", &d.eval_crop_fraction), field("data.mean", &d.mean), field("data.std", &d.std),
+      field("data.eval_crop_fraction", &d.eval_crop_fraction, kMayChange), field("data.mean", &d.mean), field("data.std", &d.std),
 
       field("optim.name", &o.name), field("optim.lr", &o.lr), field("optim.weight_decay", &o.weight_decay),
       field("optim.beta1", &o.beta1), field("optim.beta2", &o.beta2), field("optim.eps", &o.eps),
       field("optim.momentum", &o.momentum), field("optim.nesterov", &o.nesterov),
       field("optim.clip_grad_norm", &o.clip_grad_norm),
 
-      field("schedule.name", &s.name), field("schedule.warmup_steps", &s.warmup_steps),
-      field("schedule.warmup_fraction", &s.warmup_fraction), field("schedule.min_lr", &s.min_lr),
+      field("schedule.name", &s.name), field("schedule.warmup_steps", &s.warmup_steps, kMayChange),
+      field("schedule.warmup_fraction", &s.warmup_fraction, kMayChange), field("schedule.min_lr", &s.min_lr),
 
-      field("train.epochs", &t.epochs), field("train.steps", &t.steps),
-      field("train.micro_batch_size", &t.micro_batch_size), field("train.global_batch_size", &t.global_batch_size),
-      field("train.label_smoothing", &t.label_smoothing), field("train.precision", &t.precision),
-      field("train.eval_every_steps", &t.eval_every_steps), field("train.cuda_graph", &t.cuda_graph),
-      field("train.attention", &t.attention), field("train.gemm_autotune", &t.gemm_autotune),
-      field("train.ema_decay", &t.ema_decay), field("train.eval_flip_tta", &t.eval_flip_tta),
+      field("train.epochs", &t.epochs, kMayChange), field("train.steps", &t.steps, kMayChange),
+      field("train.micro_batch_size", &t.micro_batch_size), field("train.global_batch_size", &t.global_batch_size, kMayChange),
+      field("train.label_smoothing", &t.label_smoothing), field("train.precision", &t.precision, kMayChange),
+      field("train.eval_every_steps", &t.eval_every_steps, kMayChange), field("train.cuda_graph", &t.cuda_graph, kMayChange),
+      field("train.attention", &t.attention, kMayChange), field("train.gemm_autotune", &t.gemm_autotune, kMayChange),
+      field("train.ema_decay", &t.ema_decay), field("train.eval_flip_tta", &t.eval_flip_tta, kMayChange),
 
-      field("distributed.backend", &x.backend), field("distributed.bucket_mb", &x.bucket_mb),
-      field("distributed.compress_bf16", &x.compress_bf16), field("distributed.timeout_s", &x.timeout_s),
-      field("distributed.check_every_steps", &x.check_every_steps),
-      field("distributed.on_nonfinite", &x.on_nonfinite),
+      field("distributed.backend", &x.backend, kMayChange), field("distributed.bucket_mb", &x.bucket_mb, kMayChange),
+      field("distributed.compress_bf16", &x.compress_bf16, kMayChange), field("distributed.timeout_s", &x.timeout_s, kMayChange),
+      field("distributed.check_every_steps", &x.check_every_steps, kMayChange),
+      field("distributed.on_nonfinite", &x.on_nonfinite, kMayChange),
 
-      field("checkpoint.every_steps", &k.every_steps), field("checkpoint.keep", &k.keep),
-      field("checkpoint.resume", &k.resume),
+      field("checkpoint.every_steps", &k.every_steps, kMayChange), field("checkpoint.keep", &k.keep, kMayChange),
+      field("checkpoint.resume", &k.resume, kMayChange),
 
-      field("logging.every_steps", &l.every_steps), field("logging.tensorboard", &l.tensorboard),
-      field("logging.progress", &l.progress), field("logging.profile_step", &l.profile_step),
+      field("logging.every_steps", &l.every_steps, kMayChange), field("logging.tensorboard", &l.tensorboard, kMayChange),
+      field("logging.progress", &l.progress, kMayChange), field("logging.profile_step", &l.profile_step, kMayChange),
   };
 }
 
@@ -406,17 +415,6 @@ std::string to_yaml(const Config& const_config) {
 }
 
 std::vector<std::string> changes_that_block_resume(const Config& saved, const Config& now) {
-  // What a resumed run may change: where files are, how it computes (device, precision, kernels),
-  // what it logs, how often it evaluates and checkpoints, and settings that only act at
-  // initialisation or in evaluation. The run's length, warmup and batch are compared by the
-  // trainer as the numbers they give (total steps, warmup steps, micro-batches per step).
-  static const std::set<std::string> may_change = {
-      "run.name", "run.dir", "run.device", "model.init_from", "model.init_from_ema", "model.head_init",
-      "model.pos_embed_interpolation", "train.eval_flip_tta",
-      "model.fused_norm", "model.fused_bias_grad", "data.path", "data.eval_path", "data.num_workers",
-      "data.prefetch_batches", "data.on_corrupt", "data.decode", "data.device_resident", "data.eval_crop_fraction",
-      "train.eval_every_steps", "train.cuda_graph", "train.attention", "train.gemm_autotune", "train.precision",
-      "train.epochs", "train.steps", "train.global_batch_size", "schedule.warmup_steps", "schedule.warmup_fraction"};
   static const std::set<std::string> adamw_only = {"optim.beta1", "optim.beta2", "optim.eps"};
   static const std::set<std::string> sgd_only = {"optim.momentum", "optim.nesterov"};
   Config a = saved, b = now;  // the schema binds mutable members
@@ -424,9 +422,7 @@ std::vector<std::string> changes_that_block_resume(const Config& saved, const Co
   std::vector<std::string> out;
   for (size_t i = 0; i < fa.size(); ++i) {
     const std::string& key = fa[i].key;
-    if (may_change.count(key) || starts_with(key, "distributed.") || starts_with(key, "checkpoint.") ||
-        starts_with(key, "logging."))
-      continue;
+    if (fa[i].on_resume == kMayChange) continue;
     const bool unused = saved.optim.name == now.optim.name &&
                         ((now.optim.name == "sgd" && adamw_only.count(key)) ||
                          (now.optim.name == "adamw" && sgd_only.count(key)));
