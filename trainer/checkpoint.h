@@ -24,13 +24,19 @@
 
 #include "core/json.h"
 #include "model/safetensors.h"
-#include "trainer/config.h"
 
 namespace vit::dist {
 class Communicator;
 }
 
 namespace vit::train {
+
+// The YAML section `checkpoint` (trainer/config.h loads it; docs/config.md lists the keys).
+struct CheckpointConfig {
+  int64_t every_steps = 0;  // 0: only at the end
+  int64_t keep = 2;         // newest committed checkpoints kept
+  bool resume = true;       // continue from the newest good checkpoint in run.dir
+};
 
 struct CheckpointData {
   std::string dir;

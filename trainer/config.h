@@ -18,6 +18,10 @@
 #include "data/config.h"
 #include "distributed/config.h"
 #include "model/config.h"
+#include "trainer/checkpoint.h"  // CheckpointConfig
+#include "trainer/metrics.h"     // LoggingConfig
+#include "trainer/optimizer.h"   // OptimConfig
+#include "trainer/schedule.h"    // ScheduleConfig
 
 namespace vit::train {
 
@@ -26,25 +30,6 @@ struct RunConfig {
   std::string dir = "runs/vitrain";  // config.yaml, metrics.jsonl, tb/, checkpoints/
   uint64_t seed = 0;
   std::string device = "auto";  // auto (GPU by local rank when there is one) | cpu | cuda
-};
-
-struct OptimConfig {
-  std::string name = "adamw";  // adamw | sgd
-  double lr = 1e-3;            // peak learning rate (after warmup)
-  double weight_decay = 0.05;  // not applied to biases, norms, cls_token, pos_embed
-  double beta1 = 0.9;
-  double beta2 = 0.999;
-  double eps = 1e-8;
-  double momentum = 0.9;  // sgd
-  bool nesterov = false;  // sgd
-  double clip_grad_norm = 1.0;  // 0 disables clipping by global norm
-};
-
-struct ScheduleConfig {
-  std::string name = "cosine";  // cosine | linear | constant (after warmup)
-  int64_t warmup_steps = -1;    // -1: use warmup_fraction of the total steps
-  double warmup_fraction = 0.05;
-  double min_lr = 0.0;  // floor reached at the last step (cosine / linear)
 };
 
 struct TrainConfig {
@@ -60,19 +45,6 @@ struct TrainConfig {
   bool gemm_autotune = true;       // time the weight-gradient GEMM candidates (cuBLASLt's, ATen's mm; model/kernels/fused_linear.h)
   double ema_decay = 0.0;          // > 0: keep an exponential moving average of the weights, evaluated and saved too
   bool eval_flip_tta = false;      // evaluation also averages the predictions of each image and its mirror image
-};
-
-struct CheckpointConfig {
-  int64_t every_steps = 0;  // 0: only at the end
-  int64_t keep = 2;         // newest committed checkpoints kept
-  bool resume = true;       // continue from the newest good checkpoint in run.dir
-};
-
-struct LoggingConfig {
-  int64_t every_steps = 50;
-  bool tensorboard = true;
-  std::string progress = "auto";  // auto (bar on a terminal, lines otherwise) | bar | lines
-  int64_t profile_step = 0;       // > 0: profile 5 steps from this one (trace + top kernels)
 };
 
 struct Config {

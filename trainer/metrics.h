@@ -12,10 +12,17 @@
 #include <string>
 
 #include "core/json.h"
-#include "trainer/config.h"
 #include "trainer/tensorboard.h"
 
 namespace vit::train {
+
+// The YAML section `logging` (trainer/config.h loads it; docs/config.md lists the keys).
+struct LoggingConfig {
+  int64_t every_steps = 50;
+  bool tensorboard = true;
+  std::string progress = "auto";  // auto (bar on a terminal, lines otherwise) | bar | lines
+  int64_t profile_step = 0;       // > 0: profile 5 steps from this one (trace + top kernels)
+};
 
 class MetricsLog {
  public:

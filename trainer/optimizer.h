@@ -7,12 +7,26 @@
 // Parameter groups are chosen by name: no weight decay for biases, norms, cls_token, pos_embed.
 #pragma once
 
+#include <string>
+
 #include <torch/torch.h>
 
 #include "model/safetensors.h"
-#include "trainer/config.h"
 
 namespace vit::train {
+
+// The YAML section `optim` (trainer/config.h loads it; docs/config.md lists the keys).
+struct OptimConfig {
+  std::string name = "adamw";  // adamw | sgd
+  double lr = 1e-3;            // peak learning rate (after warmup)
+  double weight_decay = 0.05;  // not applied to biases, norms, cls_token, pos_embed
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double momentum = 0.9;  // sgd
+  bool nesterov = false;  // sgd
+  double clip_grad_norm = 1.0;  // 0 disables clipping by global norm
+};
 
 class Optimizer {
  public:

@@ -4,10 +4,17 @@
 #pragma once
 
 #include <cstdint>
-
-#include "trainer/config.h"
+#include <string>
 
 namespace vit::train {
+
+// The YAML section `schedule` (trainer/config.h loads it; docs/config.md lists the keys).
+struct ScheduleConfig {
+  std::string name = "cosine";  // cosine | linear | constant (after warmup)
+  int64_t warmup_steps = -1;    // -1: use warmup_fraction of the total steps
+  double warmup_fraction = 0.05;
+  double min_lr = 0.0;  // floor reached at the last step (cosine / linear)
+};
 
 class LrSchedule {
  public:
