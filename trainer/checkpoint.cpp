@@ -261,4 +261,9 @@ bool CheckpointManager::load_latest(CheckpointData& out, dist::Communicator& com
   return true;
 }
 
+void validate(const CheckpointConfig& c) {
+  VIT_CHECK(c.keep >= 1, ConfigError, "checkpoint.keep: must be >= 1");
+  VIT_CHECK(c.every_steps >= 0, ConfigError, "checkpoint.every_steps: must be >= 0 (0 = at the end only)");
+}
+
 }  // namespace vit::train

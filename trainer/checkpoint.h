@@ -37,6 +37,8 @@ struct CheckpointConfig {
   int64_t keep = 2;         // newest committed checkpoints kept
   bool resume = true;       // continue from the newest good checkpoint in run.dir
 };
+// Range and choice checks of the section alone; messages name `checkpoint.<key>` (ConfigError).
+void validate(const CheckpointConfig& config);
 
 struct CheckpointData {
   std::string dir;

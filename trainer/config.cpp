@@ -333,56 +333,41 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   return config;
 }
 
+void validate(const TrainConfig& t) {
+  VIT_CHECK(t.micro_batch_size > 0, ConfigError, "train.micro_batch_size: must be positive, got ", t.micro_batch_size);
+  VIT_CHECK(t.epochs > 0 || t.steps > 0, ConfigError, "train.epochs: set train.epochs or train.steps > 0");
+  VIT_CHECK(t.steps >= 0, ConfigError, "train.steps: must be >= 0 (0 = use train.epochs)");
+  VIT_CHECK(t.global_batch_size >= 0, ConfigError, "train.global_batch_size: must be >= 0 (0 = micro x world)");
+  VIT_CHECK(t.label_smoothing >= 0 && t.label_smoothing < 1, ConfigError,
+            "train.label_smoothing: must be in [0, 1), got ", t.label_smoothing);
+  VIT_CHECK(t.ema_decay >= 0 && t.ema_decay < 1, ConfigError,
+            "train.ema_decay: must be in [0, 1) (0 = no weight average; 0.999-0.9999 is usual), got ", t.ema_decay);
+  VIT_CHECK(t.precision == "auto" || t.precision == "fp32" || t.precision == "bf16", ConfigError,
+            "train.precision: must be auto, fp32 or bf16, got '", t.precision, "'");
+  VIT_CHECK(model::is_attention_backend(t.attention), ConfigError,
+            "train.attention: must be auto, flash, efficient, cudnn or math, got '", t.attention, "'");
+}
+
+void validate(const RunConfig& r) {
+  VIT_CHECK(r.device == "auto" || r.device == "cpu" || r.device == "cuda", ConfigError,
+            "run.device: must be auto, cpu or cuda, got '", r.device, "'");
+  VIT_CHECK(!r.dir.empty(), ConfigError, "run.dir: must name a directory for outputs");
+}
+
 void validate_for_world(const Config& c, int world_size) {
-  auto positive = [](int64_t v, const char* key) {
-    VIT_CHECK(v > 0, ConfigError, key, ": must be positive, got ", v);
-  };
-  positive(c.train.micro_batch_size, "train.micro_batch_size");
-  VIT_CHECK(c.train.epochs > 0 || c.train.steps > 0, ConfigError, "train.epochs: set train.epochs or train.steps > 0");
-  VIT_CHECK(c.train.steps >= 0, ConfigError, "train.steps: must be >= 0 (0 = use train.epochs)");
-  VIT_CHECK(c.train.global_batch_size >= 0, ConfigError, "train.global_batch_size: must be >= 0 (0 = micro x world)");
-  VIT_CHECK(c.train.label_smoothing >= 0 && c.train.label_smoothing < 1, ConfigError,
-            "train.label_smoothing: must be in [0, 1), got ", c.train.label_smoothing);
-  VIT_CHECK(c.train.ema_decay >= 0 && c.train.ema_decay < 1, ConfigError,
-            "train.ema_decay: must be in [0, 1) (0 = no weight average; 0.999-0.9999 is usual), got ", c.train.ema_decay);
-  VIT_CHECK(c.train.precision == "auto" || c.train.precision == "fp32" || c.train.precision == "bf16", ConfigError,
-            "train.precision: must be auto, fp32 or bf16, got '", c.train.precision, "'");
-  VIT_CHECK(model::is_attention_backend(c.train.attention), ConfigError,
-            "train.attention: must be auto, flash, efficient, cudnn or math, got '", c.train.attention, "'");
-  int64_t per_step = c.train.micro_batch_size * world_size;
+  validate(c.train);
+  const int64_t per_step = c.train.micro_batch_size * world_size;
   if (c.train.global_batch_size > 0) {
     VIT_CHECK(c.train.global_batch_size % per_step == 0, ConfigError, "train.global_batch_size: ",
               c.train.global_batch_size, " is not divisible by world size ", world_size, " x train.micro_batch_size ",
               c.train.micro_batch_size, " = ", per_step, "; choose a multiple of ", per_step);
   }
-  VIT_CHECK(c.optim.name == "adamw" || c.optim.name == "sgd", ConfigError, "optim.name: must be adamw or sgd, got '",
-            c.optim.name, "'");
-  VIT_CHECK(c.optim.lr > 0 && std::isfinite(c.optim.lr), ConfigError, "optim.lr: must be a positive number, got ",
-            c.optim.lr);
-  VIT_CHECK(c.optim.momentum >= 0 && c.optim.momentum < 1, ConfigError, "optim.momentum: must be in [0, 1), got ",
-            c.optim.momentum);
-  VIT_CHECK(c.optim.eps > 0, ConfigError, "optim.eps: must be positive, got ", c.optim.eps);
-  VIT_CHECK(!(c.optim.name == "sgd" && c.optim.nesterov && c.optim.momentum == 0), ConfigError,
-            "optim.nesterov: needs optim.momentum > 0 (as torch.optim.SGD)");
-  VIT_CHECK(c.optim.weight_decay >= 0, ConfigError, "optim.weight_decay: must be >= 0");
-  VIT_CHECK(c.optim.beta1 >= 0 && c.optim.beta1 < 1 && c.optim.beta2 >= 0 && c.optim.beta2 < 1, ConfigError,
-            "optim.beta1: betas must be in [0, 1)");
-  VIT_CHECK(c.optim.clip_grad_norm >= 0, ConfigError, "optim.clip_grad_norm: must be >= 0 (0 disables)");
-  VIT_CHECK(c.schedule.name == "cosine" || c.schedule.name == "linear" || c.schedule.name == "constant", ConfigError,
-            "schedule.name: must be cosine, linear or constant, got '", c.schedule.name, "'");
-  VIT_CHECK(c.schedule.warmup_fraction >= 0 && c.schedule.warmup_fraction < 1, ConfigError,
-            "schedule.warmup_fraction: must be in [0, 1)");
-  VIT_CHECK(c.schedule.min_lr >= 0 && c.schedule.min_lr <= c.optim.lr, ConfigError,
-            "schedule.min_lr: must be in [0, optim.lr]");
-  VIT_CHECK(c.checkpoint.keep >= 1, ConfigError, "checkpoint.keep: must be >= 1");
-  VIT_CHECK(c.checkpoint.every_steps >= 0, ConfigError, "checkpoint.every_steps: must be >= 0 (0 = at the end only)");
-  VIT_CHECK(c.logging.profile_step >= 0, ConfigError, "logging.profile_step: must be >= 0 (0 = off)");
-  VIT_CHECK(c.logging.every_steps > 0, ConfigError, "logging.every_steps: must be positive");
-  VIT_CHECK(c.logging.progress == "auto" || c.logging.progress == "bar" || c.logging.progress == "lines", ConfigError,
-            "logging.progress: must be auto, bar or lines");
-  VIT_CHECK(c.run.device == "auto" || c.run.device == "cpu" || c.run.device == "cuda", ConfigError,
-            "run.device: must be auto, cpu or cuda, got '", c.run.device, "'");
-  VIT_CHECK(!c.run.dir.empty(), ConfigError, "run.dir: must name a directory for outputs");
+  validate(c.optim);
+  validate(c.schedule);
+  VIT_CHECK(c.schedule.min_lr <= c.optim.lr, ConfigError, "schedule.min_lr: must be in [0, optim.lr]");
+  validate(c.checkpoint);
+  validate(c.logging);
+  validate(c.run);
   if (c.data.dataset == "synthetic") {
     VIT_CHECK(c.data.num_classes == c.model.num_classes, ConfigError, "model.num_classes: ", c.model.num_classes,
               " differs from data.num_classes ", c.data.num_classes, " of the synthetic set; make them equal");

@@ -47,6 +47,10 @@ struct TrainConfig {
   bool eval_flip_tta = false;      // evaluation also averages the predictions of each image and its mirror image
 };
 
+// Range and choice checks of the `run` and `train` sections alone (ConfigError naming the key).
+void validate(const RunConfig& config);
+void validate(const TrainConfig& config);
+
 struct Config {
   RunConfig run;
   model::ModelConfig model;
@@ -69,7 +73,8 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 // compared across ranks.
 std::string to_yaml(const Config& config);
 
-// Checks that need the job's size: global batch divisible by world size x micro batch.
+// Every section's own checks (each struct's validate()), then the ones across sections and
+// those that need the job's size: global batch divisible by world size x micro batch.
 void validate_for_world(const Config& config, int world_size);
 
 // Number of micro-batches accumulated per optimiser step.

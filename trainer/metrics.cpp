@@ -160,4 +160,11 @@ void MetricsLog::finish() {
   if (tb_) tb_->flush();
 }
 
+void validate(const LoggingConfig& c) {
+  VIT_CHECK(c.profile_step >= 0, ConfigError, "logging.profile_step: must be >= 0 (0 = off)");
+  VIT_CHECK(c.every_steps > 0, ConfigError, "logging.every_steps: must be positive");
+  VIT_CHECK(c.progress == "auto" || c.progress == "bar" || c.progress == "lines", ConfigError,
+            "logging.progress: must be auto, bar or lines");
+}
+
 }  // namespace vit::train

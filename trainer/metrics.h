@@ -23,6 +23,8 @@ struct LoggingConfig {
   std::string progress = "auto";  // auto (bar on a terminal, lines otherwise) | bar | lines
   int64_t profile_step = 0;       // > 0: profile 5 steps from this one (trace + top kernels)
 };
+// Range and choice checks of the section alone; messages name `logging.<key>` (ConfigError).
+void validate(const LoggingConfig& config);
 
 class MetricsLog {
  public:

@@ -1,6 +1,7 @@
 #include "trainer/optimizer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 
 #include "core/errors.h"
@@ -142,6 +143,19 @@ void Optimizer::load_state(const model::NamedTensors& state, const std::string& 
   fetch("skipped_steps", skipped_);
   auto first = by_name.find("sgd_first_step");
   if (first != by_name.end()) sgd_first_step_ = first->second.item<int64_t>() != 0;
+}
+
+void validate(const OptimConfig& c) {
+  VIT_CHECK(c.name == "adamw" || c.name == "sgd", ConfigError, "optim.name: must be adamw or sgd, got '", c.name, "'");
+  VIT_CHECK(c.lr > 0 && std::isfinite(c.lr), ConfigError, "optim.lr: must be a positive number, got ", c.lr);
+  VIT_CHECK(c.momentum >= 0 && c.momentum < 1, ConfigError, "optim.momentum: must be in [0, 1), got ", c.momentum);
+  VIT_CHECK(c.eps > 0, ConfigError, "optim.eps: must be positive, got ", c.eps);
+  VIT_CHECK(!(c.name == "sgd" && c.nesterov && c.momentum == 0), ConfigError,
+            "optim.nesterov: needs optim.momentum > 0 (as torch.optim.SGD)");
+  VIT_CHECK(c.weight_decay >= 0, ConfigError, "optim.weight_decay: must be >= 0");
+  VIT_CHECK(c.beta1 >= 0 && c.beta1 < 1 && c.beta2 >= 0 && c.beta2 < 1, ConfigError,
+            "optim.beta1: betas must be in [0, 1)");
+  VIT_CHECK(c.clip_grad_norm >= 0, ConfigError, "optim.clip_grad_norm: must be >= 0 (0 disables)");
 }
 
 }  // namespace vit::train

@@ -27,6 +27,8 @@ struct OptimConfig {
   bool nesterov = false;  // sgd
   double clip_grad_norm = 1.0;  // 0 disables clipping by global norm
 };
+// Range and choice checks of the section alone; messages name `optim.<key>` (ConfigError).
+void validate(const OptimConfig& config);
 
 class Optimizer {
  public:

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/errors.h"
+
 namespace vit::train {
 
 LrSchedule::LrSchedule(const ScheduleConfig& config, double peak_lr, int64_t total_steps)
@@ -21,6 +23,14 @@ double LrSchedule::at(int64_t step) const {
   double t = std::min(1.0, static_cast<double>(step - warmup_) / static_cast<double>(decay_steps - 1));
   double factor = config_.name == "cosine" ? 0.5 * (1.0 + std::cos(M_PI * t)) : 1.0 - t;
   return config_.min_lr + (peak_ - config_.min_lr) * factor;
+}
+
+void validate(const ScheduleConfig& c) {
+  VIT_CHECK(c.name == "cosine" || c.name == "linear" || c.name == "constant", ConfigError,
+            "schedule.name: must be cosine, linear or constant, got '", c.name, "'");
+  VIT_CHECK(c.warmup_fraction >= 0 && c.warmup_fraction < 1, ConfigError,
+            "schedule.warmup_fraction: must be in [0, 1)");
+  VIT_CHECK(c.min_lr >= 0, ConfigError, "schedule.min_lr: must be in [0, optim.lr]");
 }
 
 }  // namespace vit::train

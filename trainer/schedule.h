@@ -15,6 +15,8 @@ struct ScheduleConfig {
   double warmup_fraction = 0.05;
   double min_lr = 0.0;  // floor reached at the last step (cosine / linear)
 };
+// Range and choice checks of the section alone; messages name `schedule.<key>` (ConfigError).
+void validate(const ScheduleConfig& config);
 
 class LrSchedule {
  public:

@@ -140,6 +140,38 @@ TEST(Config, CrossFieldChecks) {
   EXPECT_NE(msg.find("world size 2"), std::string::npos) << msg;
 }
 
+// Each section's struct checks itself, without the rest of the config; the whole-config check
+// reports the same messages, and the checks across sections stay in validate_for_world.
+TEST(Config, EachSectionValidatesItself) {
+  vit::train::OptimConfig optim;
+  optim.name = "rmsprop";
+  EXPECT_NE(error_of([&] { vit::train::validate(optim); }).find("optim.name: must be adamw or sgd, got 'rmsprop'"),
+            std::string::npos);
+  vit::train::ScheduleConfig schedule;
+  schedule.warmup_fraction = 1.5;
+  EXPECT_NE(error_of([&] { vit::train::validate(schedule); }).find("schedule.warmup_fraction"), std::string::npos);
+  vit::train::CheckpointConfig checkpoint;
+  checkpoint.keep = 0;
+  EXPECT_NE(error_of([&] { vit::train::validate(checkpoint); }).find("checkpoint.keep: must be >= 1"),
+            std::string::npos);
+  vit::train::LoggingConfig logging;
+  logging.progress = "fancy";
+  EXPECT_NE(error_of([&] { vit::train::validate(logging); }).find("logging.progress"), std::string::npos);
+  vit::train::TrainConfig train;
+  train.micro_batch_size = 0;
+  EXPECT_NE(error_of([&] { vit::train::validate(train); }).find("train.micro_batch_size: must be positive, got 0"),
+            std::string::npos);
+  vit::train::RunConfig run;
+  run.device = "tpu";
+  EXPECT_NE(error_of([&] { vit::train::validate(run); }).find("run.device"), std::string::npos);
+  EXPECT_NO_THROW(vit::train::validate(vit::train::OptimConfig{}));
+  EXPECT_NO_THROW(vit::train::validate(vit::train::TrainConfig{}));
+  // Across sections: the floor of the schedule against the optimiser's peak.
+  const auto base = kSourceDir + "/configs/quickstart.yaml";
+  const auto msg = error_of([&] { load_config(base, {"schedule.min_lr=1.0", "optim.lr=0.001"}); });
+  EXPECT_NE(msg.find("schedule.min_lr: must be in [0, optim.lr]"), std::string::npos) << msg;
+}
+
 TEST(Config, BaseInheritanceAndOverrides) {
   write_yaml("parent.yaml", "run:\n  seed: 7\nmodel:\n  width: 96\n  depth: 3\n  num_heads: 3\n  mlp_dim: 192\n");
   std::string child = write_yaml("child.yaml", "base: parent.yaml\nmodel:\n  depth: 5\n");
