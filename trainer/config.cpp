@@ -400,17 +400,13 @@ std::string to_yaml(const Config& const_config) {
 }
 
 std::vector<std::string> changes_that_block_resume(const Config& saved, const Config& now) {
-  static const std::set<std::string> adamw_only = {"optim.beta1", "optim.beta2", "optim.eps"};
-  static const std::set<std::string> sgd_only = {"optim.momentum", "optim.nesterov"};
   Config a = saved, b = now;  // the schema binds mutable members
   auto fa = schema(a), fb = schema(b);
   std::vector<std::string> out;
   for (size_t i = 0; i < fa.size(); ++i) {
     const std::string& key = fa[i].key;
     if (fa[i].on_resume == kMayChange) continue;
-    const bool unused = saved.optim.name == now.optim.name &&
-                        ((now.optim.name == "sgd" && adamw_only.count(key)) ||
-                         (now.optim.name == "adamw" && sgd_only.count(key)));
+    const bool unused = saved.optim.name == now.optim.name && key_unused_by(now.optim.name, key);
     if (unused) continue;
     YAML::Emitter ea, eb;
     fa[i].write(ea);

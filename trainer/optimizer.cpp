@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
+#include <memory>
+#include <variant>
 
 #include "core/errors.h"
 #include "core/strings.h"
@@ -14,26 +17,135 @@ bool is_no_decay(const std::string& name) {
          name == "pos_embed";
 }
 
+namespace {
+
+// The learning rate as the fused kernels take it: a number on the CPU, a 0-dim device tensor on
+// a GPU (written outside the CUDA graph, read inside it). Chosen once, in the constructor.
+using LearningRate = std::variant<double, torch::Tensor>;
+
+// One optimiser algorithm: the state it keeps per parameter (slots, saved as
+// "<slot>.<parameter name>") and its fused update of one parameter group.
+class UpdateRule {
+ public:
+  struct Group {
+    std::vector<torch::Tensor> params, grads;
+    std::vector<std::vector<torch::Tensor>> slots;  // [slot][parameter]
+    double weight_decay = 0.0;
+  };
+  virtual ~UpdateRule() = default;
+  virtual std::vector<std::string> slot_names() const = 0;
+  virtual torch::Tensor new_slot(size_t slot, const torch::Tensor& param) const = 0;
+  virtual void update(Group& g, const LearningRate& lr, const torch::Tensor& found_inf, bool first_step) const = 0;
+};
+
+class AdamW final : public UpdateRule {
+ public:
+  explicit AdamW(const OptimConfig& c) : c_(c) {}
+  std::vector<std::string> slot_names() const override { return {"exp_avg", "exp_avg_sq", "step"}; }
+  torch::Tensor new_slot(size_t slot, const torch::Tensor& p) const override {
+    if (slot < 2) return torch::zeros_like(p);
+    return torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(p.device()));
+  }
+  void update(Group& g, const LearningRate& lr, const torch::Tensor& found_inf, bool) const override {
+    auto& steps = g.slots[2];
+    torch::_foreach_add_(steps, 1.0);
+    std::visit(
+        [&](const auto& rate) {
+          at::_fused_adamw_(g.params, g.grads, g.slots[0], g.slots[1], {}, steps, rate, c_.beta1, c_.beta2,
+                            g.weight_decay, c_.eps, false, false, std::nullopt, found_inf);
+        },
+        lr);
+    // A skipped step does not count (as torch.optim does with found_inf).
+    torch::_foreach_sub_(steps, std::vector<torch::Tensor>(steps.size(), found_inf));
+  }
+
+ private:
+  OptimConfig c_;
+};
+
+class Sgd final : public UpdateRule {
+ public:
+  explicit Sgd(const OptimConfig& c) : c_(c) {}
+  // Plain SGD keeps no buffers (the fused kernel wants none).
+  std::vector<std::string> slot_names() const override {
+    return c_.momentum > 0 ? std::vector<std::string>{"momentum"} : std::vector<std::string>{};
+  }
+  torch::Tensor new_slot(size_t, const torch::Tensor& p) const override { return torch::zeros_like(p); }
+  void update(Group& g, const LearningRate& lr, const torch::Tensor& found_inf, bool first_step) const override {
+    const std::vector<torch::Tensor> none;
+    std::visit(
+        [&](const auto& rate) {
+          at::_fused_sgd_(g.params, g.grads, g.slots.empty() ? none : g.slots[0], g.weight_decay, c_.momentum, rate,
+                          0.0, c_.nesterov, false, first_step, std::nullopt, found_inf);
+        },
+        lr);
+  }
+
+ private:
+  OptimConfig c_;
+};
+
+// The algorithms by optim.name, with the optim.* keys only they read. Adding one: a class above
+// and a line here.
+struct Algorithm {
+  std::function<std::unique_ptr<UpdateRule>(const OptimConfig&)> make;
+  std::vector<std::string> own_keys;
+};
+
+const std::map<std::string, Algorithm>& algorithms() {
+  static const std::map<std::string, Algorithm> all = {
+      {"adamw", {[](const OptimConfig& c) { return std::make_unique<AdamW>(c); },
+                 {"optim.beta1", "optim.beta2", "optim.eps"}}},
+      {"sgd", {[](const OptimConfig& c) { return std::make_unique<Sgd>(c); }, {"optim.momentum", "optim.nesterov"}}},
+  };
+  return all;
+}
+
+}  // namespace
+
+struct Optimizer::Rule {
+  std::unique_ptr<UpdateRule> rule;
+  std::vector<std::string> slot_names;
+  std::vector<UpdateRule::Group> groups;  // [0]: with weight decay, [1]: without
+  std::vector<std::vector<std::string>> names;  // parameter names per group
+};
+
+std::vector<std::string> optimizer_names() {
+  std::vector<std::string> out;
+  for (const auto& [name, algorithm] : algorithms()) out.push_back(name);
+  return out;
+}
+
+bool key_unused_by(const std::string& optimizer, const std::string& key) {
+  bool someones = false;
+  for (const auto& [name, algorithm] : algorithms()) {
+    const bool own = std::find(algorithm.own_keys.begin(), algorithm.own_keys.end(), key) != algorithm.own_keys.end();
+    if (own && name == optimizer) return false;
+    someones = someones || own;
+  }
+  return someones;
+}
+
 Optimizer::Optimizer(const OptimConfig& config, const model::NamedTensors& params,
                      std::vector<torch::Tensor> flat_grads)
-    : config_(config) {
+    : config_(config), rule_(std::make_unique<Rule>()) {
   VIT_CHECK(!params.empty(), ConfigError, "optimizer: the model has no parameters");
-  groups_.resize(2);
-  groups_[0].weight_decay = config.weight_decay;
-  groups_[1].weight_decay = 0.0;
+  validate(config);
+  rule_->rule = algorithms().at(config.name).make(config);
+  rule_->slot_names = rule_->rule->slot_names();
+  rule_->groups.resize(2);
+  rule_->names.resize(2);
+  rule_->groups[0].weight_decay = config.weight_decay;
+  rule_->groups[1].weight_decay = 0.0;
+  for (auto& g : rule_->groups) g.slots.resize(rule_->slot_names.size());
   auto device = params.front().second.device();
   for (const auto& [name, p] : params) {
-    Group& g = groups_[is_no_decay(name) ? 1 : 0];
-    g.names.push_back(name);
+    const size_t k = is_no_decay(name) ? 1 : 0;
+    auto& g = rule_->groups[k];
+    rule_->names[k].push_back(name);
     g.params.push_back(p);
     g.grads.emplace_back();  // fetched at every step: .grad() may be a new tensor each step
-    if (config.name == "adamw") {
-      g.exp_avgs.push_back(torch::zeros_like(p));
-      g.exp_avg_sqs.push_back(torch::zeros_like(p));
-      g.steps.push_back(torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(device)));
-    } else if (config.momentum > 0) {  // plain SGD keeps no buffers (the fused kernel wants none)
-      g.momentum.push_back(torch::zeros_like(p));
-    }
+    for (size_t s = 0; s < g.slots.size(); ++s) g.slots[s].push_back(rule_->rule->new_slot(s, p));
   }
   flat_grads_ = std::move(flat_grads);
   auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
@@ -42,18 +154,19 @@ Optimizer::Optimizer(const OptimConfig& config, const model::NamedTensors& param
   skipped_ = torch::zeros({}, torch::TensorOptions().dtype(torch::kInt64).device(device));
 }
 
+Optimizer::~Optimizer() = default;
+
 void Optimizer::set_lr(double lr) {
   lr_value_ = lr;
   lr_.fill_(lr);
 }
 
 torch::Tensor Optimizer::step() {
-  const double lr = lr_value_;
   torch::NoGradGuard no_grad;
   // The gradients of this step: views into GradSync's buckets (the same tensors every step) or
   // autograd's own. A parameter without one (unused this step) takes a zero gradient.
   all_grads_ = flat_grads_;
-  for (auto& g : groups_) {
+  for (auto& g : rule_->groups) {
     for (size_t i = 0; i < g.params.size(); ++i) {
       g.grads[i] = g.params[i].grad().defined() ? g.params[i].grad() : torch::zeros_like(g.params[i]);
       if (flat_grads_.empty()) all_grads_.push_back(g.grads[i]);
@@ -69,52 +182,29 @@ torch::Tensor Optimizer::step() {
     auto coef = (config_.clip_grad_norm / (total_norm + 1e-6)).clamp_max(1.0);
     torch::_foreach_mul_(all_grads_, coef);
   }
-  const bool cpu = lr_.device().is_cpu();
-  for (auto& g : groups_) {
-    if (g.params.empty()) continue;
-    if (config_.name == "adamw") {
-      torch::_foreach_add_(g.steps, 1.0);
-      if (cpu) {
-        at::_fused_adamw_(g.params, g.grads, g.exp_avgs, g.exp_avg_sqs, {}, g.steps, lr, config_.beta1,
-                          config_.beta2, g.weight_decay, config_.eps, false, false, std::nullopt, found_inf_);
-      } else {
-        at::_fused_adamw_(g.params, g.grads, g.exp_avgs, g.exp_avg_sqs, {}, g.steps, lr_, config_.beta1,
-                          config_.beta2, g.weight_decay, config_.eps, false, false, std::nullopt, found_inf_);
-      }
-      // A skipped step does not count (as torch.optim does with found_inf).
-      torch::_foreach_sub_(g.steps, std::vector<torch::Tensor>(g.steps.size(), found_inf_));
-    } else {
-      if (cpu) {
-        at::_fused_sgd_(g.params, g.grads, g.momentum, g.weight_decay, config_.momentum, lr, 0.0, config_.nesterov,
-                        false, sgd_first_step_, std::nullopt, found_inf_);
-      } else {
-        at::_fused_sgd_(g.params, g.grads, g.momentum, g.weight_decay, config_.momentum, lr_, 0.0, config_.nesterov,
-                        false, sgd_first_step_, std::nullopt, found_inf_);
-      }
-    }
+  const LearningRate lr = lr_.device().is_cpu() ? LearningRate(lr_value_) : LearningRate(lr_);
+  for (auto& g : rule_->groups) {
+    if (!g.params.empty()) rule_->rule->update(g, lr, found_inf_, first_step_);
   }
-  sgd_first_step_ = false;
+  first_step_ = false;
   // Hold no gradient past the step: without buckets, GradSync::zero_grad() frees them.
-  for (auto& g : groups_) std::fill(g.grads.begin(), g.grads.end(), torch::Tensor());
+  for (auto& g : rule_->groups) std::fill(g.grads.begin(), g.grads.end(), torch::Tensor());
   all_grads_.clear();
   return total_norm;
 }
 
 model::NamedTensors Optimizer::state() const {
   model::NamedTensors out;
-  for (const auto& g : groups_) {
+  for (size_t k = 0; k < rule_->groups.size(); ++k) {
+    const auto& g = rule_->groups[k];
     for (size_t i = 0; i < g.params.size(); ++i) {
-      if (config_.name == "adamw") {
-        out.emplace_back("exp_avg." + g.names[i], g.exp_avgs[i]);
-        out.emplace_back("exp_avg_sq." + g.names[i], g.exp_avg_sqs[i]);
-        out.emplace_back("step." + g.names[i], g.steps[i]);
-      } else if (!g.momentum.empty()) {
-        out.emplace_back("momentum." + g.names[i], g.momentum[i]);
+      for (size_t s = 0; s < g.slots.size(); ++s) {
+        out.emplace_back(rule_->slot_names[s] + "." + rule_->names[k][i], g.slots[s][i]);
       }
     }
   }
   out.emplace_back("skipped_steps", skipped_);
-  out.emplace_back("sgd_first_step", torch::tensor(sgd_first_step_ ? 1 : 0));
+  out.emplace_back("sgd_first_step", torch::tensor(first_step_ ? 1 : 0));
   return out;
 }
 
@@ -129,24 +219,20 @@ void Optimizer::load_state(const model::NamedTensors& state, const std::string& 
     torch::NoGradGuard no_grad;
     into.copy_(it->second);
   };
-  for (auto& g : groups_) {
+  for (size_t k = 0; k < rule_->groups.size(); ++k) {
+    auto& g = rule_->groups[k];
     for (size_t i = 0; i < g.params.size(); ++i) {
-      if (config_.name == "adamw") {
-        fetch("exp_avg." + g.names[i], g.exp_avgs[i]);
-        fetch("exp_avg_sq." + g.names[i], g.exp_avg_sqs[i]);
-        fetch("step." + g.names[i], g.steps[i]);
-      } else if (!g.momentum.empty()) {
-        fetch("momentum." + g.names[i], g.momentum[i]);
-      }
+      for (size_t s = 0; s < g.slots.size(); ++s) fetch(rule_->slot_names[s] + "." + rule_->names[k][i], g.slots[s][i]);
     }
   }
   fetch("skipped_steps", skipped_);
   auto first = by_name.find("sgd_first_step");
-  if (first != by_name.end()) sgd_first_step_ = first->second.item<int64_t>() != 0;
+  if (first != by_name.end()) first_step_ = first->second.item<int64_t>() != 0;
 }
 
 void validate(const OptimConfig& c) {
-  VIT_CHECK(c.name == "adamw" || c.name == "sgd", ConfigError, "optim.name: must be adamw or sgd, got '", c.name, "'");
+  VIT_CHECK(algorithms().count(c.name) > 0, ConfigError, "optim.name: must be ", join(optimizer_names(), " or "),
+            ", got '", c.name, "'");
   VIT_CHECK(c.lr > 0 && std::isfinite(c.lr), ConfigError, "optim.lr: must be a positive number, got ", c.lr);
   VIT_CHECK(c.momentum >= 0 && c.momentum < 1, ConfigError, "optim.momentum: must be in [0, 1), got ", c.momentum);
   VIT_CHECK(c.eps > 0, ConfigError, "optim.eps: must be positive, got ", c.eps);

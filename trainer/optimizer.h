@@ -7,6 +7,7 @@
 // Parameter groups are chosen by name: no weight decay for biases, norms, cls_token, pos_embed.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include <torch/torch.h>
@@ -38,6 +39,7 @@ class Optimizer {
   // norm and the clipping then run over a few large tensors instead of one per parameter.
   Optimizer(const OptimConfig& config, const model::NamedTensors& params,
             std::vector<torch::Tensor> flat_grads = {});
+  ~Optimizer();
 
   // The learning rate of the next step(): written into a device tensor, outside any CUDA graph.
   void set_lr(double lr);
@@ -52,21 +54,23 @@ class Optimizer {
   void load_state(const model::NamedTensors& state, const std::string& source);
 
  private:
-  struct Group {
-    std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps, momentum;
-    std::vector<std::string> names;
-    double weight_decay = 0.0;
-  };
+  struct Rule;  // the algorithm (optim.name) and its state per parameter group (optimizer.cpp)
   OptimConfig config_;
-  std::vector<Group> groups_;
+  std::unique_ptr<Rule> rule_;
   std::vector<torch::Tensor> flat_grads_;  // GradSync's bucket buffers, when it keeps them
   std::vector<torch::Tensor> all_grads_;   // what norm and clipping run over (this step)
   double lr_value_ = 0.0;
-  torch::Tensor lr_;        // 0-dim float on the device (CUDA: graph-safe learning rate)
+  torch::Tensor lr_;         // 0-dim float on the device (CUDA: graph-safe learning rate)
   torch::Tensor found_inf_;  // 0-dim float: 1 when the gradient norm is not finite
   torch::Tensor skipped_;
-  bool sgd_first_step_ = true;
+  bool first_step_ = true;   // SGD's momentum starts from the first gradient
 };
+
+// The values optim.name takes (one update rule each, optimizer.cpp).
+std::vector<std::string> optimizer_names();
+// True when `key` (an optim.* key) belongs to another algorithm than `optimizer` alone, so a
+// resumed run that keeps the optimiser may change it.
+bool key_unused_by(const std::string& optimizer, const std::string& key);
 
 // True for names that take no weight decay (biases, norms, cls_token, pos_embed).
 bool is_no_decay(const std::string& name);
