@@ -1,5 +1,6 @@
 # Third-party libraries, found once and normalised to targets the project links against:
-#   vit::torch, MPI::MPI_CXX, vit::yaml, Boost::program_options, JPEG::JPEG, and (with CUDA) vit::nccl.
+#   vit::torch, MPI::MPI_CXX, vit::yaml, Boost::program_options, JPEG::JPEG, OpenSSL::Crypto, and (with
+#   CUDA) vit::nccl.
 # LibTorch comes from a PyTorch install (setup script: a venv outside the clone) or any
 # Torch_DIR / CMAKE_PREFIX_PATH the user passes.
 
@@ -108,4 +109,5 @@ add_library(vit::yaml ALIAS vit_yaml)
 
 find_package(Boost REQUIRED COMPONENTS program_options)
 find_package(JPEG REQUIRED)
+find_package(OpenSSL REQUIRED COMPONENTS Crypto)  # SHA-256 of checkpoint files (core/files.cpp)
 find_package(Threads REQUIRED)
