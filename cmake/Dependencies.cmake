@@ -1,5 +1,5 @@
 # Third-party libraries, found once and normalised to targets the project links against:
-#   vit::torch, MPI::MPI_CXX, vit::yaml, Boost::program_options, JPEG::JPEG, OpenSSL::Crypto, and (with
+#   vit::torch, MPI::MPI_CXX, vit::yaml, Boost::program_options, JPEG::JPEG, OpenSSL::Crypto, PkgConfig::VIT_LIBZIP, and (with
 #   CUDA) vit::nccl.
 # LibTorch comes from a PyTorch install (setup script: a venv outside the clone) or any
 # Torch_DIR / CMAKE_PREFIX_PATH the user passes.
@@ -110,4 +110,8 @@ add_library(vit::yaml ALIAS vit_yaml)
 find_package(Boost REQUIRED COMPONENTS program_options)
 find_package(JPEG REQUIRED)
 find_package(OpenSSL REQUIRED COMPONENTS Crypto)  # SHA-256 of checkpoint files (core/files.cpp)
+# NumPy .npz archives (model/npz.cpp). Through pkg-config: Debian 12's libzip CMake files name
+# tools (zipcmp) that only another package installs.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(VIT_LIBZIP REQUIRED IMPORTED_TARGET libzip)
 find_package(Threads REQUIRED)

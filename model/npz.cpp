@@ -1,7 +1,11 @@
 #include "model/npz.h"
 
+#include <zip.h>
+
 #include <cstring>
+#include <filesystem>
 #include <map>
+#include <memory>
 
 #include "core/errors.h"
 #include "core/files.h"
@@ -10,6 +14,7 @@
 namespace vit::model {
 namespace {
 
+// Little-endian integer of `bytes` bytes at `at` (the .npy header's length field).
 uint64_t le(const std::string& b, size_t at, int bytes) {
   uint64_t v = 0;
   for (int i = 0; i < bytes; ++i) v |= static_cast<uint64_t>(static_cast<unsigned char>(b[at + i])) << (8 * i);
@@ -57,38 +62,35 @@ torch::Tensor parse_npy(const std::string& b, const std::string& where) {
 }  // namespace
 
 NamedTensors read_npz(const std::string& path) {
-  std::string bytes;
-  try {
-    bytes = read_file(path);
-  } catch (const DataError& e) {
-    VIT_THROW(CheckpointError, e.what());
+  VIT_CHECK(std::filesystem::exists(path), CheckpointError, "cannot read '", path, "': no such file");
+  int code = 0;
+  zip_t* archive = zip_open(path.c_str(), ZIP_RDONLY, &code);
+  if (archive == nullptr) {
+    zip_error_t error;
+    zip_error_init_with_code(&error, code);
+    const std::string why = zip_error_strerror(&error);
+    zip_error_fini(&error);
+    VIT_THROW(CheckpointError, "'", path, "' is not a readable NumPy .npz archive (", why,
+              "; a file cut short loses the ZIP directory at its end)");
   }
+  const std::unique_ptr<zip_t, void (*)(zip_t*)> close(archive, [](zip_t* z) { zip_discard(z); });
   NamedTensors out;
-  size_t at = 0;
-  // Walk the local file headers (signature PK\3\4) up to the central directory.
-  while (at + 30 <= bytes.size() && le(bytes, at, 4) == 0x04034b50) {
-    const uint64_t method = le(bytes, at + 8, 2);
-    uint64_t csize = le(bytes, at + 18, 4), usize = le(bytes, at + 22, 4);
-    const size_t name_len = le(bytes, at + 26, 2), extra_len = le(bytes, at + 28, 2);
-    const std::string name = bytes.substr(at + 30, name_len);
-    // ZIP64: sizes of 0xFFFFFFFF live in the extra field with id 1 (usize, then csize).
-    size_t extra = at + 30 + name_len;
-    for (size_t e = extra; e + 4 <= extra + extra_len;) {
-      const uint64_t id = le(bytes, e, 2), size = le(bytes, e + 2, 2);
-      if (id == 1) {
-        size_t f = e + 4;
-        if (usize == 0xFFFFFFFFu) usize = le(bytes, f, 8), f += 8;
-        if (csize == 0xFFFFFFFFu) csize = le(bytes, f, 8);
-      }
-      e += 4 + size;
-    }
-    const size_t data = extra + extra_len;
-    VIT_CHECK(method == 0, CheckpointError, "'", path, "': member ", name,
-              " is compressed (np.savez_compressed); re-save the arrays with np.savez");
-    VIT_CHECK(data + csize <= bytes.size(), CheckpointError, "'", path, "': member ", name, " is truncated");
+  const zip_int64_t count = zip_get_num_entries(archive, 0);
+  for (zip_int64_t i = 0; i < count; ++i) {
+    zip_stat_t stat;
+    VIT_CHECK(zip_stat_index(archive, static_cast<zip_uint64_t>(i), 0, &stat) == 0, CheckpointError, "'", path,
+              "': member ", i, " is unreadable (", zip_strerror(archive), ")");
+    const std::string name = stat.name;
+    zip_file_t* member = zip_fopen_index(archive, static_cast<zip_uint64_t>(i), 0);
+    VIT_CHECK(member != nullptr, CheckpointError, "'", path, "': member ", name, " does not open (",
+              zip_strerror(archive), ")");
+    std::string bytes(static_cast<size_t>(stat.size), '\0');
+    const zip_int64_t got = zip_fread(member, bytes.data(), stat.size);
+    zip_fclose(member);  // also checks the member's CRC: a damaged one reads short or fails
+    VIT_CHECK(got == static_cast<zip_int64_t>(stat.size), CheckpointError, "'", path, "': member ", name,
+              " is truncated or damaged");
     std::string key = ends_with(name, ".npy") ? name.substr(0, name.size() - 4) : name;
-    out.emplace_back(key, parse_npy(bytes.substr(data, csize), "'" + path + "' member " + name));
-    at = data + csize;
+    out.emplace_back(key, parse_npy(bytes, "'" + path + "' member " + name));
   }
   VIT_CHECK(!out.empty(), CheckpointError, "'", path, "' is not a NumPy .npz archive (no arrays found)");
   return out;

@@ -1,8 +1,9 @@
-// Reading NumPy .npz archives (np.savez: a ZIP of .npy files, stored uncompressed, ZIP64 when
-// large) and the Google vit_jax checkpoint layout inside them, converted to timm's names.
+// Reading NumPy .npz archives (np.savez and np.savez_compressed: a ZIP of .npy files, ZIP64
+// when large; the ZIP side is libzip's) and the Google vit_jax checkpoint layout inside them,
+// converted to timm's names. The .npy format (a small header and raw little-endian data) is read
+// here: no packaged C++ library reads it.
 //
-// Not here: np.savez_compressed archives (deflate): refused with a message saying to re-save
-// them with np.savez; big_vision's stacked-block layout.
+// Not here: big_vision's stacked-block layout.
 #pragma once
 
 #include <string>

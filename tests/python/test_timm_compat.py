@@ -263,9 +263,11 @@ def test_truncated_file_fails_naming_it(tool, tmp_path):
     assert result.returncode != 0 and str(src) in result.stderr
 
 
-def test_vit_jax_npz_converts_like_timms_loader(tool, tmp_path):
-    """A Google vit_jax .npz (np.savez, JAX layouts) becomes the tensors timm's own _load_weights
-    puts into a VisionTransformer: the independent reference for the name and layout mapping."""
+@pytest.mark.parametrize("save", ["savez", "savez_compressed"])
+def test_vit_jax_npz_converts_like_timms_loader(tool, tmp_path, save):
+    """A Google vit_jax .npz (np.savez or np.savez_compressed, JAX layouts) becomes the tensors
+    timm's own _load_weights puts into a VisionTransformer: the independent reference for the
+    name and layout mapping."""
     import numpy as np
     from timm.models.vision_transformer import _load_weights
 
@@ -287,7 +289,7 @@ def test_vit_jax_npz_converts_like_timms_loader(tool, tmp_path):
         w[b + "MlpBlock_3/Dense_0/kernel"], w[b + "MlpBlock_3/Dense_0/bias"] = r(D, M), r(M)
         w[b + "MlpBlock_3/Dense_1/kernel"], w[b + "MlpBlock_3/Dense_1/bias"] = r(M, D), r(D)
     npz = tmp_path / "vit_jax.npz"
-    np.savez(npz, **w)
+    getattr(np, save)(npz, **w)
 
     model = VisionTransformer(img_size=16, patch_size=P, embed_dim=D, depth=depth, num_heads=H,
                               mlp_ratio=M / D, num_classes=K)
