@@ -38,61 +38,26 @@ std::string broadcast_string(Communicator& comm, const std::string& text, int ro
   return std::string(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()), n);
 }
 
-// YAML text -> ordered (key path, value) pairs; see first_config_difference.
-std::vector<std::pair<std::string, std::string>> flatten_yaml(const std::string& text) {
-  struct Level {
-    size_t indent;
-    std::string path;
-    bool item;  // a "- " entry, not a key
-  };
-  std::vector<std::pair<std::string, std::string>> out;
-  std::vector<Level> stack;
-  std::map<std::string, int> next_index;  // per parent path: the next sequence index
-  const auto lines = split(text, '\n');
-  for (size_t n = 0; n < lines.size(); ++n) {
-    std::string line = lines[n];
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    const std::string content = trim(line);
-    if (content.empty() || content[0] == '#' || content == "---" || content == "...") continue;
-    size_t indent = line.find_first_not_of(' ');
-    std::string rest = content;
-    for (;;) {  // a "- key: value" line is an item holding a mapping: loop once more
-      const bool item = rest == "-" || starts_with(rest, "- ");
-      while (!stack.empty() &&
-             (stack.back().indent > indent || (stack.back().indent == indent && (!item || stack.back().item)))) {
-        stack.pop_back();
-      }
-      const std::string parent = stack.empty() ? "" : stack.back().path;
-      if (item) {
-        const std::string path = parent + "[" + std::to_string(next_index[parent]++) + "]";
-        const std::string value = trim(rest.substr(1));
-        const size_t colon = value.find(": ");
-        if (value.empty() || value.back() == ':' || (colon != std::string::npos && value[0] != '"' && value[0] != '\'')) {
-          stack.push_back(Level{indent, path, true});
-          next_index[path] = 0;
-          if (value.empty()) break;
-          indent += 2;
-          rest = value;
-          continue;
-        }
-        out.emplace_back(path, value);
-        break;
-      }
-      const size_t colon = rest.back() == ':' ? rest.size() - 1 : rest.find(": ");
-      if (colon == std::string::npos || rest[0] == '"' || rest[0] == '\'') {
-        out.emplace_back("line " + std::to_string(n + 1), rest);
-        break;
-      }
-      const std::string path = (parent.empty() ? "" : parent + ".") + trim(rest.substr(0, colon));
-      const std::string value = colon + 1 < rest.size() ? trim(rest.substr(colon + 1)) : "";
-      if (value.empty()) {
-        stack.push_back(Level{indent, path, false});
-        next_index[path] = 0;
-      } else {
-        out.emplace_back(path, value);
-      }
-      break;
-    }
+// The pairs as one byte string: key, NUL, value, NUL, ... (what is hashed and broadcast).
+std::string serialise(const ConfigPairs& pairs) {
+  std::string out;
+  for (const auto& [key, value] : pairs) {
+    out += key;
+    out += '\0';
+    out += value;
+    out += '\0';
+  }
+  return out;
+}
+
+ConfigPairs deserialise(const std::string& text) {
+  ConfigPairs out;
+  size_t at = 0;
+  while (at < text.size()) {
+    const size_t key_end = text.find('\0', at);
+    const size_t value_end = text.find('\0', key_end + 1);
+    out.emplace_back(text.substr(at, key_end - at), text.substr(key_end + 1, value_end - key_end - 1));
+    at = value_end + 1;
   }
   return out;
 }
@@ -149,9 +114,7 @@ void broadcast_parameters(Communicator& comm, const std::vector<torch::Tensor>& 
   }
 }
 
-ConfigDifference first_config_difference(const std::string& yaml_a, const std::string& yaml_b) {
-  const auto a = flatten_yaml(yaml_a);
-  const auto b = flatten_yaml(yaml_b);
+ConfigDifference first_config_difference(const ConfigPairs& a, const ConfigPairs& b) {
   std::map<std::string, std::string> map_a(a.begin(), a.end()), map_b(b.begin(), b.end());
   for (const auto& [key, value] : a) {
     auto it = map_b.find(key);
@@ -164,8 +127,9 @@ ConfigDifference first_config_difference(const std::string& yaml_a, const std::s
   return {};
 }
 
-void check_same_config(Communicator& comm, const std::string& resolved_yaml) {
-  const uint64_t hash = fnv1a64(resolved_yaml.data(), resolved_yaml.size());
+void check_same_config(Communicator& comm, const ConfigPairs& config) {
+  const std::string resolved = serialise(config);
+  const uint64_t hash = fnv1a64(resolved.data(), resolved.size());
   auto mine = torch::full({1}, static_cast<int64_t>(hash), on(comm, torch::kLong));
   const auto hashes = allgather_cpu(comm, mine);
   std::vector<int> differing;
@@ -175,9 +139,8 @@ void check_same_config(Communicator& comm, const std::string& resolved_yaml) {
   if (differing.empty()) return;
   // Every rank knows the same `differing`, so these broadcasts happen on all ranks.
   const int other = differing.front();
-  const std::string text0 = broadcast_string(comm, resolved_yaml, 0);
-  const std::string text_other = broadcast_string(comm, resolved_yaml, other);
-  const auto diff = first_config_difference(text0, text_other);
+  const auto diff = first_config_difference(deserialise(broadcast_string(comm, resolved, 0)),
+                                            deserialise(broadcast_string(comm, resolved, other)));
   std::vector<std::string> ranks;
   for (int r : differing) ranks.push_back(std::to_string(r));
   const std::string where = diff.key.empty()

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "distributed/communicator.h"
@@ -18,10 +19,14 @@ namespace vit::dist {
 // current stream (NCCL).
 void broadcast_parameters(Communicator& comm, const std::vector<torch::Tensor>& params, int root = 0);
 
-// Compares a hash of each rank's resolved config (YAML text). On a mismatch every rank throws
-// the same ConfigError naming the first differing key and the ranks, e.g.
+// A resolved config as (key path, value) pairs in schema order, e.g. ("model.depth", "6"): the
+// trainer's config schema gives them (train::config_pairs).
+using ConfigPairs = std::vector<std::pair<std::string, std::string>>;
+
+// Compares a hash of each rank's resolved config. On a mismatch every rank throws the same
+// ConfigError naming the first differing key and the ranks, e.g.
 // "model.depth: rank 0 has 6, rank 2 has 4".
-void check_same_config(Communicator& comm, const std::string& resolved_yaml);
+void check_same_config(Communicator& comm, const ConfigPairs& config);
 
 // Checksums every parameter's bits on its device (exact integer sums, no host copy of the
 // weights), allgathers them and throws CommError on every rank when any rank differs from
@@ -30,14 +35,13 @@ void check_same_config(Communicator& comm, const std::string& resolved_yaml);
 void check_parameters_in_sync(Communicator& comm, const std::vector<torch::Tensor>& params,
                               int64_t step, const std::vector<std::string>& names = {});
 
-// The first difference between two YAML texts, as "key.path: <a> vs <b>" pieces; empty when
-// equal. Understands block mappings, "- " sequences and scalars (what YAML emitters write);
-// other lines are compared as text under the key "line N". Exposed for tests.
+// The first difference between two resolved configs: the first key of `a` whose value differs
+// or that `b` lacks, else the first key only `b` has; key "" when equal. Exposed for tests.
 struct ConfigDifference {
   std::string key;    // "model.depth", "" when the texts are equal
   std::string value_a;  // "<missing>" when absent
   std::string value_b;
 };
-ConfigDifference first_config_difference(const std::string& yaml_a, const std::string& yaml_b);
+ConfigDifference first_config_difference(const ConfigPairs& a, const ConfigPairs& b);
 
 }  // namespace vit::dist

@@ -379,6 +379,17 @@ int64_t accumulation_steps(const Config& c, int world_size) {
   return c.train.global_batch_size > 0 ? c.train.global_batch_size / per_step : 1;
 }
 
+dist::ConfigPairs config_pairs(const Config& const_config) {
+  Config config = const_config;  // the schema binds mutable members
+  dist::ConfigPairs out;
+  for (const auto& f : schema(config)) {
+    YAML::Emitter value;
+    f.write(value);
+    out.emplace_back(f.key, value.c_str());
+  }
+  return out;
+}
+
 std::string to_yaml(const Config& const_config) {
   Config config = const_config;  // the schema binds mutable members
   YAML::Emitter out;
@@ -400,18 +411,16 @@ std::string to_yaml(const Config& const_config) {
 }
 
 std::vector<std::string> changes_that_block_resume(const Config& saved, const Config& now) {
-  Config a = saved, b = now;  // the schema binds mutable members
-  auto fa = schema(a), fb = schema(b);
+  Config scratch;
+  const auto fields = schema(scratch);  // for each key's resume rule
+  const auto a = config_pairs(saved), b = config_pairs(now);
   std::vector<std::string> out;
-  for (size_t i = 0; i < fa.size(); ++i) {
-    const std::string& key = fa[i].key;
-    if (fa[i].on_resume == kMayChange) continue;
+  for (size_t i = 0; i < fields.size(); ++i) {
+    const std::string& key = fields[i].key;
+    if (fields[i].on_resume == kMayChange) continue;
     const bool unused = saved.optim.name == now.optim.name && key_unused_by(now.optim.name, key);
     if (unused) continue;
-    YAML::Emitter ea, eb;
-    fa[i].write(ea);
-    fb[i].write(eb);
-    if (std::string(ea.c_str()) != eb.c_str()) out.push_back(str(key, ": ", ea.c_str(), " -> ", eb.c_str()));
+    if (a[i].second != b[i].second) out.push_back(str(key, ": ", a[i].second, " -> ", b[i].second));
   }
   return out;
 }

@@ -17,6 +17,7 @@
 
 #include "data/config.h"
 #include "distributed/config.h"
+#include "distributed/consistency.h"  // ConfigPairs
 #include "model/config.h"
 #include "trainer/checkpoint.h"  // CheckpointConfig
 #include "trainer/metrics.h"     // LoggingConfig
@@ -70,8 +71,12 @@ struct Config {
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 
 // The resolved configuration as YAML (every key, defaults included): written to run.dir and
-// compared across ranks.
+// into checkpoints.
 std::string to_yaml(const Config& config);
+
+// The same as (key path, value) pairs in schema order ("model.depth", "6"): compared across
+// ranks (dist::check_same_config) and against a saved run's config on resume.
+dist::ConfigPairs config_pairs(const Config& config);
 
 // Every section's own checks (each struct's validate()), then the ones across sections and
 // those that need the job's size: global batch divisible by world size x micro batch.

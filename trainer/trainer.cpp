@@ -68,7 +68,7 @@ Trainer::Trainer(const Config& config, const dist::LaunchInfo& launch) : config_
   host_comm_ = dist::make_communicator(config_.distributed, launch_, torch::kCPU);
   comm_ = device_.is_cuda() ? dist::make_communicator(config_.distributed, launch_, device_) : host_comm_;
   config_yaml_ = to_yaml(config_);
-  dist::check_same_config(*host_comm_, config_yaml_);
+  dist::check_same_config(*host_comm_, config_pairs(config_));
 
   const bool rank0 = launch_.rank == 0;
   // Nothing is written to run.dir until fit() has accepted the run (resume or a new start): a run

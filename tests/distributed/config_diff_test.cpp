@@ -1,59 +1,54 @@
-// first_config_difference: the key path and both values of the first differing YAML key.
+// first_config_difference: the key path and both values of the first differing key of two
+// resolved configs ((key, value) pairs in schema order).
 #include <gtest/gtest.h>
+
+#include <algorithm>
 
 #include "distributed/consistency.h"
 
 namespace vit::dist {
 namespace {
 
-const char* kBase =
-    "model:\n"
-    "  depth: 6\n"
-    "  width: 192\n"
-    "data:\n"
-    "  mean:\n"
-    "  - 0.49\n"
-    "  - 0.48\n"
-    "  dataset: cifar10\n"
-    "optim:\n"
-    "  groups:\n"
-    "    - name: decay\n"
-    "      lr: 0.1\n"
-    "    - name: no_decay\n"
-    "      lr: 0.2\n";
+const ConfigPairs kBase = {{"model.depth", "6"},       {"model.width", "192"},
+                           {"data.mean", "[0.49, 0.48]"}, {"data.dataset", "cifar10"},
+                           {"optim.lr", "0.1"}};
 
-std::string replace(std::string text, const std::string& from, const std::string& to) {
-  return text.replace(text.find(from), from.size(), to);
+ConfigPairs with(ConfigPairs pairs, const std::string& key, const std::string& value) {
+  for (auto& [k, v] : pairs) {
+    if (k == key) v = value;
+  }
+  return pairs;
 }
 
-TEST(ConfigDifference, EqualTextsHaveNone) {
-  EXPECT_EQ(first_config_difference(kBase, kBase).key, "");
+ConfigPairs without(ConfigPairs pairs, const std::string& key) {
+  pairs.erase(std::remove_if(pairs.begin(), pairs.end(), [&](const auto& p) { return p.first == key; }), pairs.end());
+  return pairs;
 }
 
-TEST(ConfigDifference, NamesNestedKey) {
-  const auto d = first_config_difference(kBase, replace(kBase, "depth: 6", "depth: 4"));
+TEST(ConfigDifference, EqualConfigsHaveNone) { EXPECT_EQ(first_config_difference(kBase, kBase).key, ""); }
+
+TEST(ConfigDifference, NamesTheFirstDifferingKey) {
+  const auto d = first_config_difference(kBase, with(with(kBase, "model.depth", "4"), "optim.lr", "0.3"));
   EXPECT_EQ(d.key, "model.depth");
   EXPECT_EQ(d.value_a, "6");
   EXPECT_EQ(d.value_b, "4");
 }
 
-TEST(ConfigDifference, NamesSequenceElements) {
-  auto d = first_config_difference(kBase, replace(kBase, "- 0.48", "- 0.5"));
-  EXPECT_EQ(d.key, "data.mean[1]");
-  EXPECT_EQ(d.value_a, "0.48");
-  d = first_config_difference(kBase, replace(kBase, "lr: 0.2", "lr: 0.3"));
-  EXPECT_EQ(d.key, "optim.groups[1].lr");
-  EXPECT_EQ(d.value_b, "0.3");
-  d = first_config_difference(kBase, replace(kBase, "dataset: cifar10", "dataset: synthetic"));
-  EXPECT_EQ(d.key, "data.dataset");  // the sequence above did not swallow the next key
+TEST(ConfigDifference, ComparesListValuesWhole) {
+  const auto d = first_config_difference(kBase, with(kBase, "data.mean", "[0.49, 0.5]"));
+  EXPECT_EQ(d.key, "data.mean");
+  EXPECT_EQ(d.value_a, "[0.49, 0.48]");
+  EXPECT_EQ(d.value_b, "[0.49, 0.5]");
 }
 
 TEST(ConfigDifference, MissingKeysOnEitherSide) {
-  auto d = first_config_difference(kBase, replace(kBase, "  width: 192\n", ""));
+  auto d = first_config_difference(kBase, without(kBase, "model.width"));
   EXPECT_EQ(d.key, "model.width");
   EXPECT_EQ(d.value_b, "<missing>");
-  d = first_config_difference(kBase, std::string(kBase) + "seed: 3\n");
-  EXPECT_EQ(d.key, "seed");
+  auto longer = kBase;
+  longer.emplace_back("run.seed", "3");
+  d = first_config_difference(kBase, longer);
+  EXPECT_EQ(d.key, "run.seed");
   EXPECT_EQ(d.value_a, "<missing>");
 }
 

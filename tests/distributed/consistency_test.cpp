@@ -11,8 +11,8 @@
 namespace vit::dist::testing {
 namespace {
 
-const std::string kConfig =
-    "model:\n  depth: 6\n  width: 192\ndata:\n  dataset: cifar10\n  mean:\n  - 0.49\n  - 0.48\n";
+const ConfigPairs kConfig = {
+    {"model.depth", "6"}, {"model.width", "192"}, {"data.dataset", "cifar10"}, {"data.mean", "[0.49, 0.48]"}};
 
 TEST(Consistency, BroadcastParametersOfMixedDtypes) {
   auto comm = make_test_comm();
@@ -34,8 +34,8 @@ TEST(Consistency, SameConfigPasses) {
 TEST(Consistency, DifferingConfigIsRefusedOnEveryRank) {
   auto comm = make_test_comm();
   const int last = comm->world_size() - 1;
-  std::string mine = kConfig;
-  if (comm->rank() == last) mine.replace(mine.find("depth: 6"), 8, "depth: 4");
+  ConfigPairs mine = kConfig;
+  if (comm->rank() == last) mine[0].second = "4";
   try {
     check_same_config(*comm, mine);
     ADD_FAILURE() << "expected ConfigError";
