@@ -93,7 +93,17 @@ const NvjpegApi* load_api(std::string* why_not) {
   return api;
 }
 
-int64_t aligned(int64_t n) { return (n + 255) / 256 * 256; }
+// Where each decoded image (interleaved RGB, full size) goes in one device buffer: its byte
+// offset, 256-aligned; returns the buffer's size.
+int64_t layout(const std::vector<GpuDecodeItem>& items, std::vector<int64_t>& offset) {
+  offset.assign(items.size(), 0);
+  int64_t total = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    offset[i] = total;
+    total += (items[i].height * items[i].width * 3 + 255) / 256 * 256;
+  }
+  return total;
+}
 
 constexpr size_t kPadding = size_t{16} << 20;
 
@@ -226,14 +236,9 @@ class NvjpegDecoder final : public GpuDecoder {
     c10::cuda::CUDAGuard guard(device_);
     c10::cuda::CUDAStreamGuard on_stream(stream_);
     std::vector<size_t> all(items.size());
-    std::vector<int64_t> offset(items.size(), 0);
-    int64_t total = 0;
-    for (size_t i = 0; i < items.size(); ++i) {
-      all[i] = i;
-      offset[i] = total;
-      total += aligned(items[i].height * items[i].width * 3);
-    }
-    const bool ok = decode_batched(items, all, scratch(total), offset, stream_);
+    for (size_t i = 0; i < items.size(); ++i) all[i] = i;
+    std::vector<int64_t> offset;
+    const bool ok = decode_batched(items, all, scratch(layout(items, offset)), offset, stream_);
     stream_.synchronize();
     return ok;
   }
@@ -253,14 +258,8 @@ class NvjpegDecoder final : public GpuDecoder {
       }
       (supported(item) ? on_gpu : on_cpu).push_back(i);
     }
-    // One device buffer for every decoded image (interleaved RGB, full size).
-    std::vector<int64_t> offset(items.size(), 0);
-    int64_t total = 0;
-    for (size_t i = 0; i < items.size(); ++i) {
-      offset[i] = total;
-      total += aligned(items[i].height * items[i].width * 3);
-    }
-    uint8_t* base = scratch(total);
+    std::vector<int64_t> offset;
+    uint8_t* base = scratch(layout(items, offset));
     std::vector<char> decoded(items.size(), 0);
     if (!on_gpu.empty() && decode_batched(items, on_gpu, base, offset, stream)) {
       for (size_t i : on_gpu) decoded[i] = 1;

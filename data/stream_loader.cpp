@@ -51,24 +51,19 @@ constexpr size_t kDecodedAhead = 2;  // GPU decode: batches decoded ahead of the
 
 // data.decode: the GPU decoder, or null for CPU decode; the choice (and why) logged by rank 0.
 std::unique_ptr<GpuDecoder> choose_decoder(const DataConfig& config, const LoaderOptions& options) {
-  const std::string split = options.train ? "train" : "eval";
+  const std::string threads = std::to_string(config.num_workers) + " threads";
   const auto say = [&](const std::string& what) {
-    if (options.rank == 0) log_info("data: ", split, " JPEGs decoded ", what);
+    if (options.rank == 0) log_info("data: ", options.train ? "train" : "eval", " JPEGs decoded ", what);
   };
-  if (config.decode == "cpu") {
-    say("on the CPU, " + std::to_string(config.num_workers) + " threads (data.decode: cpu)");
-    return nullptr;
-  }
-  std::string why_not;
-  auto gpu = GpuDecoder::open(options.device, &why_not);
+  std::string why_not = "data.decode: cpu";
+  auto gpu = config.decode == "cpu" ? nullptr : GpuDecoder::open(options.device, &why_not);
   if (gpu) {
-    say("on the GPU: " + gpu->describe() + "; " + std::to_string(config.num_workers) + " threads read files");
+    say("on the GPU: " + gpu->describe() + "; " + threads + " read files");
     return gpu;
   }
   VIT_CHECK(config.decode != "gpu", ConfigError, "data.decode: gpu, but ", why_not,
             "; set data.decode: auto or cpu to decode on the CPU");
-  say("on the CPU, " + std::to_string(config.num_workers) + " threads (data.decode: auto; no GPU decode: " + why_not +
-      ")");
+  say("on the CPU, " + threads + " (" + why_not + ")");
   return nullptr;
 }
 
