@@ -1,5 +1,6 @@
 # Third-party libraries, found once and normalised to targets the project links against:
-#   vit::torch, MPI::MPI_CXX, vit::yaml, Boost::program_options, JPEG::JPEG, OpenSSL::Crypto, PkgConfig::VIT_LIBZIP, and (with
+#   vit::torch, MPI::MPI_CXX, vit::yaml, Boost::program_options, JPEG::JPEG, OpenSSL::Crypto, PkgConfig::VIT_LIBZIP,
+#   nlohmann_json::nlohmann_json and (with
 #   CUDA) vit::nccl.
 # LibTorch comes from a PyTorch install (setup script: a venv outside the clone) or any
 # Torch_DIR / CMAKE_PREFIX_PATH the user passes.
@@ -110,6 +111,7 @@ add_library(vit::yaml ALIAS vit_yaml)
 find_package(Boost REQUIRED COMPONENTS program_options)
 find_package(JPEG REQUIRED)
 find_package(OpenSSL REQUIRED COMPONENTS Crypto)  # SHA-256 of checkpoint files (core/files.cpp)
+find_package(nlohmann_json 3.10 REQUIRED)          # JSON files (core/json.h), header only
 # NumPy .npz archives (model/npz.cpp). Through pkg-config: Debian 12's libzip CMake files name
 # tools (zipcmp) that only another package installs.
 find_package(PkgConfig REQUIRED)

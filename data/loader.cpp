@@ -42,7 +42,7 @@ Json LoaderPosition::to_json() const {
 
 LoaderPosition LoaderPosition::from_json(const Json& json) {
   try {
-    return {json.at("epoch").as_int(), json.at("step").as_int()};
+    return {json.at("epoch").get<int64_t>(), json.at("step").get<int64_t>()};
   } catch (const std::exception& e) {
     VIT_THROW(DataError, "loader position: expected {\"epoch\": int, \"step\": int} in the checkpoint (", e.what(),
               ")");

@@ -3,7 +3,7 @@
 # Idempotent: packages already there are not reinstalled, the Python environment is reused.
 #
 #   Debian packages: compiler, CMake, Ninja, ccache, Open MPI, yaml-cpp, Boost.Program_options,
-#                    libjpeg-turbo, OpenSSL (libcrypto), libzip, GoogleTest, python3-venv
+#                    libjpeg-turbo, OpenSSL (libcrypto), libzip, nlohmann-json, GoogleTest, python3-venv
 #   LibTorch:        PyPI's torch==2.11.0 (the GPU machines' version) in a virtual environment
 #                    outside the clone, $VITRAIN_VENV (default ~/.cache/vitrain/venv), shared by
 #                    every clone; timm, safetensors, tensorboard, pytest for the tests. PyPI's
@@ -24,7 +24,7 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 have_cuda_toolkit() { command -v nvcc >/dev/null 2>&1 || [ -x "${CUDAToolkit_ROOT:-/usr/local/cuda}/bin/nvcc" ]; }
 
 packages=(build-essential cmake ninja-build ccache pkg-config libopenmpi-dev openmpi-bin libyaml-cpp-dev
-          libboost-program-options-dev libjpeg-dev libssl-dev libzip-dev libgtest-dev libgmock-dev python3 python3-venv python3-pip)
+          libboost-program-options-dev libjpeg-dev libssl-dev libzip-dev nlohmann-json3-dev libgtest-dev libgmock-dev python3 python3-venv python3-pip)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

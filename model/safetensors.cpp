@@ -42,10 +42,10 @@ std::string safetensors_bytes(const NamedTensors& tensors, const std::map<std::s
     Json entry = Json::object();
     entry["dtype"] = dtype_name(c.scalar_type());
     Json shape = Json::array();
-    for (auto s : c.sizes()) shape.push_back(Json(static_cast<int64_t>(s)));
+    for (auto s : c.sizes()) shape.push_back(static_cast<int64_t>(s));
     entry["shape"] = shape;
     int64_t nbytes = static_cast<int64_t>(c.nbytes());
-    entry["data_offsets"] = Json(Json::Array{Json(offset), Json(offset + nbytes)});
+    entry["data_offsets"] = Json::array({offset, offset + nbytes});
     header[name] = entry;
     offset += nbytes;
     cpu.push_back(c);
@@ -83,13 +83,13 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& f
   const size_t data_start = 8 + header_len;
   const size_t data_size = bytes.size() - data_start;
   SafetensorsFile result;
-  for (const auto& [name, entry] : header.as_object()) {
+  for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
-      for (const auto& kv : entry.as_object()) result.metadata[kv.first] = kv.second.as_string();
+      for (const auto& [key, value] : entry.items()) result.metadata[key] = value.get<std::string>();
       continue;
     }
     try {
-      const std::string& dtype = entry.at("dtype").as_string();
+      const auto& dtype = entry.at("dtype").get_ref<const std::string&>();
       torch::ScalarType type = torch::kFloat32;
       bool known = false;
       for (const auto& d : kDtypes)
@@ -100,17 +100,19 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& f
       VIT_CHECK(known, CheckpointError, "'", file, "': tensor '", name, "' has unsupported dtype ", dtype);
       std::vector<int64_t> shape;
       int64_t count = 1;  // checked before LibTorch sees the shape: no dimension below 0, no product past the file
-      for (const auto& s : entry.at("shape").as_array()) {
-        const int64_t d = s.as_int();
+      const Json& dims = entry.at("shape");
+      VIT_CHECK(dims.is_array(), CheckpointError, "'", file, "': tensor '", name, "' has a shape that is not a list");
+      for (const auto& s : dims) {
+        const auto d = s.get<int64_t>();
         VIT_CHECK(d >= 0 && (d == 0 || count <= static_cast<int64_t>(data_size) / d), CheckpointError, "'", file,
                   "': tensor '", name, "' has a shape with dimension ", d, " (negative, or more elements than the ",
                   data_size, " data bytes hold); the file is corrupt");
         count *= d;
         shape.push_back(d);
       }
-      const auto& offsets = entry.at("data_offsets").as_array();
-      VIT_CHECK(offsets.size() == 2, CheckpointError, "'", file, "': tensor '", name, "' has bad data_offsets");
-      int64_t begin = offsets[0].as_int(), end = offsets[1].as_int();
+      const Json& offsets = entry.at("data_offsets");
+      VIT_CHECK(offsets.is_array() && offsets.size() == 2, CheckpointError, "'", file, "': tensor '", name, "' has bad data_offsets");
+      const auto begin = offsets[0].get<int64_t>(), end = offsets[1].get<int64_t>();
       auto t = torch::empty(shape, torch::TensorOptions().dtype(type));
       VIT_CHECK(begin >= 0 && end >= begin && static_cast<size_t>(end) <= data_size &&
                     static_cast<int64_t>(t.nbytes()) == end - begin,

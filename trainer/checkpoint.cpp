@@ -150,9 +150,9 @@ void verify_checkpoint(const std::string& dir) {
   std::vector<Entry> entries;
   try {
     Json manifest = Json::parse(read_file((fs::path(dir) / kManifest).string()));
-    manifest.at("world_size").as_int();  // load_latest reads it
-    for (const auto& [name, info] : manifest.at("files").as_object())
-      entries.push_back({name, info.at("sha256").as_string(), info.at("bytes").as_int()});
+    manifest.at("world_size").get<int64_t>();  // load_latest reads it
+    for (const auto& [name, info] : manifest.at("files").items())
+      entries.push_back({name, info.at("sha256").get<std::string>(), info.at("bytes").get<int64_t>()});
   } catch (const std::exception& e) {
     VIT_THROW(CheckpointError, "checkpoint '", dir, "': unreadable MANIFEST.json: ", e.what());
   }
@@ -250,7 +250,7 @@ bool CheckpointManager::load_latest(CheckpointData& out, dist::Communicator& com
   out.optimizer = model::read_safetensors(out.dir + "/optimizer.safetensors").tensors;
   if (fs::exists(out.dir + "/ema.safetensors")) out.ema = model::read_safetensors(out.dir + "/ema.safetensors").tensors;
   // Written by another number of ranks (elastic resume; the trainer maps the data position).
-  out.world_size = Json::parse(read_file(out.dir + "/" + kManifest)).at("world_size").as_int();
+  out.world_size = Json::parse(read_file(out.dir + "/" + kManifest)).at("world_size").get<int64_t>();
   out.rank_state_is_own = rank_ < out.world_size;
   std::string rank_file = out.dir + "/rank_" + std::to_string(out.rank_state_is_own ? rank_ : 0) + ".json";
   try {

@@ -53,7 +53,7 @@ std::string kept_records(const std::string& text, int64_t step, int64_t& cut, bo
     begin = end + 1;
     int64_t line_step = -1;
     try {
-      line_step = Json::parse(line).at("step").as_int();
+      line_step = Json::parse(line).at("step").get<int64_t>();
     } catch (const std::exception&) {
       line_step = -1;  // not a record of ours: cut
     }
@@ -96,17 +96,17 @@ void MetricsLog::append(const Json& line) {
             "; disk full?); the run stops here, its last checkpoint intact: free space and re-run the same "
             "command to resume (the torn line is cut then)");
   if (!tb_) return;
-  const std::string split = line.at("split").as_string();
-  const int64_t step = line.at("step").as_int();
-  for (const auto& [key, value] : line.as_object()) {
+  const std::string split = line.at("split").get<std::string>();
+  const int64_t step = line.at("step").get<int64_t>();
+  for (const auto& [key, value] : line.items()) {
     if (key == "split" || key == "step" || !value.is_number()) continue;
-    tb_->add_scalar(split + "/" + key, value.as_double(), step);
+    tb_->add_scalar(split + "/" + key, value.get<double>(), step);
   }
   tb_->flush();
 }
 
 void MetricsLog::draw_bar(const Json& line) {
-  const int64_t step = line.at("step").as_int();
+  const int64_t step = line.at("step").get<int64_t>();
   const double frac = total_steps_ > 0 ? static_cast<double>(step) / static_cast<double>(total_steps_) : 0.0;
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double eta = frac > 0 ? elapsed * (1.0 - frac) / frac : 0.0;
@@ -115,8 +115,8 @@ void MetricsLog::draw_bar(const Json& line) {
   std::string bar(static_cast<size_t>(filled), '#');
   bar.append(static_cast<size_t>(width - filled), '.');
   std::printf("\r[%s] %3.0f%% step %lld/%lld loss %.4f %s img/s ETA %s   ", bar.c_str(), frac * 100,
-              static_cast<long long>(step), static_cast<long long>(total_steps_), line.at("loss").as_double(),
-              format_count(line.at("img_per_s").as_double()).c_str(), format_duration(eta).c_str());
+              static_cast<long long>(step), static_cast<long long>(total_steps_), line.at("loss").get<double>(),
+              format_count(line.at("img_per_s").get<double>()).c_str(), format_duration(eta).c_str());
   std::fflush(stdout);
   bar_drawn_ = true;
 }
@@ -128,17 +128,17 @@ void MetricsLog::train(const Json& line) {
     draw_bar(line);
     return;
   }
-  log_info("step ", line.at("step").as_int(), "/", total_steps_, " epoch ", line.at("epoch").as_int(), " loss ",
-           str(line.at("loss").as_double()), " lr ", str(line.at("lr").as_double()), " grad_norm ",
-           str(line.at("grad_norm").as_double()), " img/s ", format_count(line.at("img_per_s").as_double()),
-           " data_wait ", static_cast<int>(100 * line.at("data_wait").as_double()), "%");
+  log_info("step ", line.at("step").get<int64_t>(), "/", total_steps_, " epoch ", line.at("epoch").get<int64_t>(), " loss ",
+           str(line.at("loss").get<double>()), " lr ", str(line.at("lr").get<double>()), " grad_norm ",
+           str(line.at("grad_norm").get<double>()), " img/s ", format_count(line.at("img_per_s").get<double>()),
+           " data_wait ", static_cast<int>(100 * line.at("data_wait").get<double>()), "%");
 }
 
 void MetricsLog::eval(const Json& line) {
   if (!enabled_) return;
   append(line);
-  message(str("eval at step ", line.at("step").as_int(), ": loss ", line.at("loss").as_double(), " accuracy ",
-              100.0 * line.at("accuracy").as_double(), "% (", line.at("samples").as_int(), " samples)"));
+  message(str("eval at step ", line.at("step").get<int64_t>(), ": loss ", line.at("loss").get<double>(), " accuracy ",
+              100.0 * line.at("accuracy").get<double>(), "% (", line.at("samples").get<int64_t>(), " samples)"));
 }
 
 void MetricsLog::message(const std::string& text) {

@@ -61,10 +61,10 @@ void Trainer::restore_rank_state(const CheckpointData& ckpt, int64_t saved_accum
   // (every per-sample choice is keyed by the sample's global position); then in this job's
   // micro-batches.
   auto position = data::LoaderPosition::from_json(s.at("train_loader"));
-  const int64_t saved_steps = s.at("loader_steps_per_epoch").as_int();
-  VIT_CHECK(s.at("train_samples").as_int() == train_loader_->num_samples() &&
+  const int64_t saved_steps = s.at("loader_steps_per_epoch").get<int64_t>();
+  VIT_CHECK(s.at("train_samples").get<int64_t>() == train_loader_->num_samples() &&
                 saved_steps / saved_accumulation == steps_per_epoch_,
-            CheckpointError, "checkpoint '", dir, "' was written over training data of ", s.at("train_samples").as_int(),
+            CheckpointError, "checkpoint '", dir, "' was written over training data of ", s.at("train_samples").get<int64_t>(),
             " samples (", saved_steps / saved_accumulation, " optimiser steps per epoch), this run's data gives ",
             train_loader_->num_samples(), " (", steps_per_epoch_, "); resume on the same data, or use a new run.dir");
   // An epoch holds whole optimiser steps: a position inside one (a checkpoint of an older
@@ -79,12 +79,12 @@ void Trainer::restore_rank_state(const CheckpointData& ckpt, int64_t saved_accum
             " rank(s); a tar-shard run resumes on as many (each rank reads its own shards), this job has ",
             launch_.world_size);
   train_loader_->seek(position);
-  train_seconds_ = s.at("train_seconds").as_double();
+  train_seconds_ = s.at("train_seconds").get<double>();
   // Dropout and drop path draw from each rank's generator: a rank the checkpoint did not have
   // starts from one seeded by (seed, step, rank).
   auto restore = [&](at::Generator generator, const char* key) {
-    if (ckpt.rank_state_is_own && s.find(key)) {
-      generator.set_state(from_hex(s.at(key).as_string()));
+    if (ckpt.rank_state_is_own && s.contains(key)) {
+      generator.set_state(from_hex(s.at(key).get<std::string>()));
     } else {
       generator.set_current_seed(static_cast<uint64_t>(config_.run.seed) * 1000003ULL +
                                  static_cast<uint64_t>(ckpt.step) * 101ULL + static_cast<uint64_t>(launch_.rank));
@@ -134,7 +134,7 @@ bool Trainer::resume() {
                   "; or start another run: --set run.dir=NEW_DIR");
       }
     }
-    const int64_t saved_steps_per_epoch = ckpt.rank_state.at("loader_steps_per_epoch").as_int() / saved_accumulation;
+    const int64_t saved_steps_per_epoch = ckpt.rank_state.at("loader_steps_per_epoch").get<int64_t>() / saved_accumulation;
     const int64_t saved_total = saved.train.steps > 0 ? saved.train.steps : saved.train.epochs * saved_steps_per_epoch;
     const LrSchedule saved_schedule(saved.schedule, saved.optim.lr, saved_total);
     if (saved_schedule.warmup_steps() != schedule_->warmup_steps())

@@ -198,9 +198,9 @@ TEST(Safetensors, LayoutByHand) {
   ASSERT_EQ(bytes.size(), 8 + n + 8);
   EXPECT_EQ((8 + n) % 8, 0u);  // data 8-byte aligned
   Json header = Json::parse(bytes.substr(8, n));
-  EXPECT_EQ(header.at("a").at("dtype").as_string(), "F32");
-  EXPECT_EQ(header.at("a").at("shape").as_array()[0].as_int(), 2);
-  EXPECT_EQ(header.at("a").at("data_offsets").as_array()[1].as_int(), 8);
+  EXPECT_EQ(header.at("a").at("dtype").get<std::string>(), "F32");
+  EXPECT_EQ(header.at("a").at("shape")[0].get<int64_t>(), 2);
+  EXPECT_EQ(header.at("a").at("data_offsets")[1].get<int64_t>(), 8);
   EXPECT_EQ(bytes.substr(8 + n), std::string("\x00\x00\x80\x3f\x00\x00\x00\x40", 8));
 }
 
