@@ -5,6 +5,10 @@
 # vit-train, the config and the data paths must be at the same place on every machine (a shared
 # file system or identical copies); run.dir must be shared for checkpoints. NCCL finds
 # InfiniBand or TCP itself; set NCCL_SOCKET_IFNAME / NCCL_IB_HCA here if it picks wrongly.
+# mpirun starts Open MPI's daemon on the other machines by ssh without a password (another ssh
+# command: OMPI_MCA_plm_rsh_agent="ssh -F FILE"). Open MPI's own TCP (start-up, CPU ranks' gradients)
+# may take any interface: OMPI_MCA_oob_tcp_if_include / OMPI_MCA_btl_tcp_if_include=SUBNET narrow it
+# on every machine. tests/launch/test_two_hosts.py runs this on two hosts made of namespaces.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 usage="usage: launch/multinode_hostfile.sh HOSTFILE NP [--max-restarts K] --config CONFIG [--set key=value ...]"

@@ -10,10 +10,15 @@
 #                    wheel is the CUDA 13.0 build, whose CMake files need the CUDA toolkit (nvcc);
 #                    on a machine without one, the CPU build from download.pytorch.org instead.
 #   Build:           build/ (Release, Ninja); vit-train ends up at build/vit-train
+#   --test (launch/test.sh): also what the cluster tests run, without starting their services:
+#                    SLURM (slurmctld, slurmd, client), munge, sshd. The tests start private copies
+#                    of their own as root (tests/launch/); skipped, they say why.
 #
 # Use an existing LibTorch instead: VITRAIN_TORCH_PREFIX=/path/to/libtorch launch/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+test_tools=false
+if [ "${1:-}" = "--test" ]; then test_tools=true; fi
 
 VENV=${VITRAIN_VENV:-$HOME/.cache/vitrain/venv}
 BUILD_DIR=${VITRAIN_BUILD_DIR:-build}
@@ -36,6 +41,28 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+fi
+
+# The cluster tests' tools: installed, not started (a policy-rc.d that refuses while apt runs,
+# where none exists) and not enabled at boot.
+if $test_tools; then
+  tools=(slurmctld slurmd slurm-client munge openssh-server)
+  missing=()
+  for p in "${tools[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ] && { [ -z "$SUDO" ] || command -v sudo >/dev/null; }; then
+    echo "setup: installing the cluster tests' tools (services not started): ${missing[*]}"
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      policy=/usr/sbin/policy-rc.d
+      printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null && $SUDO chmod +x "$policy"
+    fi
+    status=0
+    $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+      "${missing[@]}" || status=$?
+    if [ -n "$policy" ]; then $SUDO rm -f "$policy"; fi
+    if [ -d /run/systemd/system ]; then $SUDO systemctl disable -q ssh slurmctld slurmd munge 2>/dev/null || true; fi
+    [ $status = 0 ] || echo "setup: could not install ${missing[*]}: the cluster tests will skip" >&2
+  fi
 fi
 
 if [ -z "${VITRAIN_TORCH_PREFIX:-}" ]; then

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 # mpirun refuses root unless told; CI and containers run as root.
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 start=$(date +%s)
-bash launch/setup.sh
+bash launch/setup.sh --test
 built=$(date +%s)
 echo "setup + build: $((built - start)) s"
 cd "${VITRAIN_BUILD_DIR:-build}"
