@@ -94,62 +94,66 @@ void Trainer::restore_rank_state(const CheckpointData& ckpt, int64_t saved_accum
   if (device_.is_cuda()) restore(torch::globalContext().defaultGenerator(device_), "cuda_rng");
 }
 
+// Refuses a checkpoint whose run had other settings that its state depends on (one ConfigError
+// naming each, and what to do); returns the micro-batches per step of the job that wrote it.
+int64_t Trainer::check_resumable(const CheckpointData& ckpt) const {
+  Config saved;
+  try {
+    saved = load_config(ckpt.dir + "/config.yaml");
+  } catch (const std::exception& e) {
+    VIT_THROW(CheckpointError, "checkpoint '", ckpt.dir, "': cannot read the config it was written with: ", e.what());
+  }
+  auto changes = changes_that_block_resume(saved, config_);
+  // The run's length, warmup and batch, as the numbers they give (the data is the same, so is
+  // an epoch's length when the batch is).
+  // The global batch, whatever the number of ranks: a run written on N ranks resumes on M when
+  // M x train.micro_batch_size divides it (gradient accumulation makes up the rest).
+  const int64_t saved_accumulation = accumulation_steps(saved, static_cast<int>(ckpt.world_size));
+  const int64_t saved_global = saved.train.micro_batch_size * ckpt.world_size * saved_accumulation;
+  const int64_t global = config_.train.micro_batch_size * launch_.world_size * accumulation_;
+  if (saved_global != global) {
+    const int64_t per_step = config_.train.micro_batch_size * launch_.world_size;
+    if (!changes.empty() || config_.train.micro_batch_size != saved.train.micro_batch_size) {
+      changes.push_back(str("images per optimiser step (train.micro_batch_size x ranks x accumulation): ",
+                            saved_global, " -> ", global));
+    } else {
+      VIT_THROW(ConfigError, "run.dir '", config_.run.dir, "' holds a run with a global batch of ", saved_global,
+                " images per step (", ckpt.world_size, " rank(s) x micro-batch ", saved.train.micro_batch_size,
+                saved_global / (saved.train.micro_batch_size * ckpt.world_size) > 1 ? " x accumulation" : "",
+                "); this job makes ", global, ". ",
+                saved_global % per_step == 0
+                    ? str("To resume it on ", launch_.world_size, " rank(s): --set train.global_batch_size=",
+                          saved_global)
+                    : str("Its ", saved_global / config_.train.micro_batch_size, " micro-batches per step cannot be "
+                          "shared by ", launch_.world_size, " ranks: resume on a number of ranks that divides ",
+                          saved_global / config_.train.micro_batch_size,
+                          " with --set train.global_batch_size=", saved_global),
+                "; or start another run: --set run.dir=NEW_DIR");
+    }
+  }
+  const int64_t saved_steps_per_epoch = ckpt.rank_state.at("loader_steps_per_epoch").get<int64_t>() / saved_accumulation;
+  const int64_t saved_total = saved.train.steps > 0 ? saved.train.steps : saved.train.epochs * saved_steps_per_epoch;
+  const LrSchedule saved_schedule(saved.schedule, saved.optim.lr, saved_total);
+  if (saved_schedule.warmup_steps() != schedule_->warmup_steps())
+    changes.push_back(str("warmup steps (schedule.warmup_steps or warmup_fraction): ", saved_schedule.warmup_steps(),
+                          " -> ", schedule_->warmup_steps()));
+  if (saved_total != total_steps_ && config_.schedule.name != "constant")
+    changes.push_back(str("total steps (train.steps or train.epochs): ", saved_total, " -> ", total_steps_,
+                          ", over which the ", config_.schedule.name,
+                          " schedule decays (with schedule.name: constant they may change)"));
+  VIT_CHECK(changes.empty(), ConfigError, "run.dir '", config_.run.dir, "' holds a run with other settings (",
+            join(changes, "; "), "), which its checkpoint step ", ckpt.step,
+            " depends on. Keep both: --set run.dir=NEW_DIR (add --set model.init_from=", config_.run.dir,
+            " to start from its weights); start over here: --set checkpoint.resume=false (moves its outputs to ",
+            config_.run.dir, "/previous/); continue it: restore the old values");
+  return saved_accumulation;
+}
+
 bool Trainer::resume() {
   if (!config_.checkpoint.resume) return false;  // an earlier run's outputs were set aside at start-up
   CheckpointData ckpt;
   if (!checkpoints_->load_latest(ckpt, *host_comm_)) return false;
-  int64_t saved_accumulation = 1;  // micro-batches per step of the job that wrote it
-  {
-    Config saved;
-    try {
-      saved = load_config(ckpt.dir + "/config.yaml");
-    } catch (const std::exception& e) {
-      VIT_THROW(CheckpointError, "checkpoint '", ckpt.dir, "': cannot read the config it was written with: ", e.what());
-    }
-    auto changes = changes_that_block_resume(saved, config_);
-    // The run's length, warmup and batch, as the numbers they give (the data is the same, so is
-    // an epoch's length when the batch is).
-    // The global batch, whatever the number of ranks: a run written on N ranks resumes on M when
-    // M x train.micro_batch_size divides it (gradient accumulation makes up the rest).
-    saved_accumulation = accumulation_steps(saved, static_cast<int>(ckpt.world_size));
-    const int64_t saved_global = saved.train.micro_batch_size * ckpt.world_size * saved_accumulation;
-    const int64_t global = config_.train.micro_batch_size * launch_.world_size * accumulation_;
-    if (saved_global != global) {
-      const int64_t per_step = config_.train.micro_batch_size * launch_.world_size;
-      if (!changes.empty() || config_.train.micro_batch_size != saved.train.micro_batch_size) {
-        changes.push_back(str("images per optimiser step (train.micro_batch_size x ranks x accumulation): ",
-                              saved_global, " -> ", global));
-      } else {
-        VIT_THROW(ConfigError, "run.dir '", config_.run.dir, "' holds a run with a global batch of ", saved_global,
-                  " images per step (", ckpt.world_size, " rank(s) x micro-batch ", saved.train.micro_batch_size,
-                  saved_global / (saved.train.micro_batch_size * ckpt.world_size) > 1 ? " x accumulation" : "",
-                  "); this job makes ", global, ". ",
-                  saved_global % per_step == 0
-                      ? str("To resume it on ", launch_.world_size, " rank(s): --set train.global_batch_size=",
-                            saved_global)
-                      : str("Its ", saved_global / config_.train.micro_batch_size, " micro-batches per step cannot be "
-                            "shared by ", launch_.world_size, " ranks: resume on a number of ranks that divides ",
-                            saved_global / config_.train.micro_batch_size,
-                            " with --set train.global_batch_size=", saved_global),
-                  "; or start another run: --set run.dir=NEW_DIR");
-      }
-    }
-    const int64_t saved_steps_per_epoch = ckpt.rank_state.at("loader_steps_per_epoch").get<int64_t>() / saved_accumulation;
-    const int64_t saved_total = saved.train.steps > 0 ? saved.train.steps : saved.train.epochs * saved_steps_per_epoch;
-    const LrSchedule saved_schedule(saved.schedule, saved.optim.lr, saved_total);
-    if (saved_schedule.warmup_steps() != schedule_->warmup_steps())
-      changes.push_back(str("warmup steps (schedule.warmup_steps or warmup_fraction): ", saved_schedule.warmup_steps(),
-                            " -> ", schedule_->warmup_steps()));
-    if (saved_total != total_steps_ && config_.schedule.name != "constant")
-      changes.push_back(str("total steps (train.steps or train.epochs): ", saved_total, " -> ", total_steps_,
-                            ", over which the ", config_.schedule.name,
-                            " schedule decays (with schedule.name: constant they may change)"));
-    VIT_CHECK(changes.empty(), ConfigError, "run.dir '", config_.run.dir, "' holds a run with other settings (",
-              join(changes, "; "), "), which its checkpoint step ", ckpt.step,
-              " depends on. Keep both: --set run.dir=NEW_DIR (add --set model.init_from=", config_.run.dir,
-              " to start from its weights); start over here: --set checkpoint.resume=false (moves its outputs to ",
-              config_.run.dir, "/previous/); continue it: restore the old values");
-  }
+  const int64_t saved_accumulation = check_resumable(ckpt);
   // The weights (and their moving average) by name into this model's tensors.
   auto restore = [&](model::NamedTensors& into, const model::NamedTensors& saved, const std::string& file) {
     torch::NoGradGuard no_grad;

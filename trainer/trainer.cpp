@@ -39,7 +39,44 @@ Trainer::Trainer(const Config& config, const dist::LaunchInfo& launch) : config_
   validate_for_world(config_, launch_.world_size);
   accumulation_ = accumulation_steps(config_, launch_.world_size);
 
-  // Device: the GPU of this rank's local index when there is one (run.device: auto).
+  select_device();
+
+  // Communicators, then agree on the config before anything else is collective.
+  host_comm_ = dist::make_communicator(config_.distributed, launch_, torch::kCPU);
+  comm_ = device_.is_cuda() ? dist::make_communicator(config_.distributed, launch_, device_) : host_comm_;
+  config_yaml_ = to_yaml(config_);
+  dist::check_same_config(*host_comm_, config_pairs(config_));
+
+  const bool rank0 = launch_.rank == 0;
+  // Nothing is written to run.dir until fit() has accepted the run (resume or a new start): a run
+  // refused on the way there leaves the folder as it was.
+  data::check_paths(config_.data);
+
+  build_loaders();
+
+  build_model();
+  schedule_ = std::make_unique<LrSchedule>(config_.schedule, config_.optim.lr, total_steps_);
+  checkpoints_ = std::make_unique<CheckpointManager>(config_.run.dir, config_.checkpoint, launch_.rank,
+                                                     launch_.world_size);
+  metrics_ = std::make_unique<MetricsLog>(config_.run.dir, config_.logging, rank0, total_steps_);
+  profiler_ = std::make_unique<StepProfiler>(config_.run.dir, config_.logging.profile_step, launch_.rank, device_);
+  if (rank0 && config_.logging.profile_step > total_steps_)
+    log_warn("logging.profile_step: ", config_.logging.profile_step, " is past this run's last step (", total_steps_,
+             "); nothing will be profiled");
+
+  auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device_);
+  loss_sum_ = torch::zeros({}, f32);
+  sample_count_ = torch::zeros({}, f32);
+  grad_norm_ = torch::zeros({}, f32);
+
+  std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGUSR1, on_stop_signal);
+  std::signal(SIGINT, on_stop_signal);  // Ctrl-C: a checkpoint, then exit 75, as SIGTERM
+}
+
+// This rank's device (the GPU of its local index under run.device: auto), its precision and the
+// process-wide GPU settings (attention kernel, GEMM autotune, the capture stream of the graph).
+void Trainer::select_device() {
   if (config_.run.device == "cpu") {
     device_ = torch::kCPU;
   } else {
@@ -63,19 +100,10 @@ Trainer::Trainer(const Config& config, const dist::LaunchInfo& launch) : config_
     // Cached autocast casts would be freed when the autocast region ends, under the graph's feet.
     at::autocast::set_autocast_cache_enabled(false);
   }
+}
 
-  // Communicators, then agree on the config before anything else is collective.
-  host_comm_ = dist::make_communicator(config_.distributed, launch_, torch::kCPU);
-  comm_ = device_.is_cuda() ? dist::make_communicator(config_.distributed, launch_, device_) : host_comm_;
-  config_yaml_ = to_yaml(config_);
-  dist::check_same_config(*host_comm_, config_pairs(config_));
-
-  const bool rank0 = launch_.rank == 0;
-  // Nothing is written to run.dir until fit() has accepted the run (resume or a new start): a run
-  // refused on the way there leaves the folder as it was.
-  data::check_paths(config_.data);
-
-  // Data: this rank's shard, on this rank's device.
+// The training and evaluation loaders of this rank's shard, on its device; the steps they make.
+void Trainer::build_loaders() {
   data::LoaderOptions lo;
   lo.rank = launch_.rank;
   lo.world_size = launch_.world_size;
@@ -102,25 +130,6 @@ Trainer::Trainer(const Config& config, const dist::LaunchInfo& launch) : config_
                                          " steps") : str("train.steps: ", config_.train.steps),
             " is more than 10^9 optimiser steps (11.6 days at 1 ms a step), a run that cannot finish; check the value");
   total_steps_ = by_epochs ? config_.train.epochs * steps_per_epoch_ : config_.train.steps;
-
-  build_model();
-  schedule_ = std::make_unique<LrSchedule>(config_.schedule, config_.optim.lr, total_steps_);
-  checkpoints_ = std::make_unique<CheckpointManager>(config_.run.dir, config_.checkpoint, launch_.rank,
-                                                     launch_.world_size);
-  metrics_ = std::make_unique<MetricsLog>(config_.run.dir, config_.logging, rank0, total_steps_);
-  profiler_ = std::make_unique<StepProfiler>(config_.run.dir, config_.logging.profile_step, launch_.rank, device_);
-  if (rank0 && config_.logging.profile_step > total_steps_)
-    log_warn("logging.profile_step: ", config_.logging.profile_step, " is past this run's last step (", total_steps_,
-             "); nothing will be profiled");
-
-  auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device_);
-  loss_sum_ = torch::zeros({}, f32);
-  sample_count_ = torch::zeros({}, f32);
-  grad_norm_ = torch::zeros({}, f32);
-
-  std::signal(SIGTERM, on_stop_signal);
-  std::signal(SIGUSR1, on_stop_signal);
-  std::signal(SIGINT, on_stop_signal);  // Ctrl-C: a checkpoint, then exit 75, as SIGTERM
 }
 
 Trainer::~Trainer() = default;
@@ -366,20 +375,7 @@ RunSummary Trainer::fit() {
     summary.already_finished = true;
     return summary;
   }
-  if (!resumed) {
-    if (rank0 && !config_.checkpoint.resume && set_aside_earlier_run(config_.run.dir))
-      log_warn("checkpoint.resume: false: moved an earlier run's outputs in ", config_.run.dir, " to ",
-               config_.run.dir, "/previous/ (replacing any there)");
-    if (!config_.model.init_from.empty()) initialise_from_pretrained();
-    dist::broadcast_parameters(*comm_, param_tensors_, 0);  // rank 0's weights everywhere
-    torch::NoGradGuard no_grad;
-    for (size_t i = 0; i < ema_tensors_.size(); ++i) ema_tensors_[i].copy_(param_tensors_[i]);
-  }
-  if (rank0) {
-    fs::create_directories(config_.run.dir);
-    write_file_atomic(config_.run.dir + "/config.yaml", config_yaml_);
-  }
-  metrics_->open(step_);
+  start_run(resumed);
   const int64_t first_step = step_;
   const double seconds_before = train_seconds_;
   const int64_t eval_every = config_.train.eval_every_steps > 0 ? config_.train.eval_every_steps : steps_per_epoch_;
@@ -440,25 +436,48 @@ RunSummary Trainer::fit() {
   }
   summary.eval_seconds = eval_seconds_;
   metrics_->finish();
-  if (launch_.rank == 0 && !summary.preempted) {
-    Json s = Json::object();
-    s["steps"] = summary.steps;
-    s["train_seconds"] = summary.train_seconds;  // over every resumed part; evaluation and checkpoints left out
-    s["eval_seconds"] = summary.eval_seconds;    // this part's evaluations
-    s["img_per_s"] = summary.img_per_s;
-    const EvalResult& e = summary.final_eval;
-    s["eval_accuracy"] = e.model.accuracy;  // fractions (0.935 = 93.5%)
-    s["eval_loss"] = e.model.loss;
-    if (e.model.flip_tta_accuracy >= 0) s["eval_flip_tta_accuracy"] = e.model.flip_tta_accuracy;
-    if (e.has_ema) {
-      s["ema_eval_accuracy"] = e.ema.accuracy;
-      s["ema_eval_loss"] = e.ema.loss;
-      if (e.ema.flip_tta_accuracy >= 0) s["ema_eval_flip_tta_accuracy"] = e.ema.flip_tta_accuracy;
-    }
-    s["world_size"] = launch_.world_size;
-    write_file_atomic(config_.run.dir + "/summary.json", s.dump() + "\n");
-  }
+  if (launch_.rank == 0 && !summary.preempted) write_summary(summary);
   return summary;
+}
+
+// A new run's start (or a resumed one's): weights from init_from or rank 0, the config beside
+// the outputs, metrics opened at the current step.
+void Trainer::start_run(bool resumed) {
+  const bool rank0 = launch_.rank == 0;
+  if (!resumed) {
+    if (rank0 && !config_.checkpoint.resume && set_aside_earlier_run(config_.run.dir))
+      log_warn("checkpoint.resume: false: moved an earlier run's outputs in ", config_.run.dir, " to ",
+               config_.run.dir, "/previous/ (replacing any there)");
+    if (!config_.model.init_from.empty()) initialise_from_pretrained();
+    dist::broadcast_parameters(*comm_, param_tensors_, 0);  // rank 0's weights everywhere
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < ema_tensors_.size(); ++i) ema_tensors_[i].copy_(param_tensors_[i]);
+  }
+  if (rank0) {
+    fs::create_directories(config_.run.dir);
+    write_file_atomic(config_.run.dir + "/config.yaml", config_yaml_);
+  }
+  metrics_->open(step_);
+}
+
+// summary.json of a finished run (rank 0).
+void Trainer::write_summary(const RunSummary& summary) const {
+  Json s = Json::object();
+  s["steps"] = summary.steps;
+  s["train_seconds"] = summary.train_seconds;  // over every resumed part; evaluation and checkpoints left out
+  s["eval_seconds"] = summary.eval_seconds;    // this part's evaluations
+  s["img_per_s"] = summary.img_per_s;
+  const EvalResult& e = summary.final_eval;
+  s["eval_accuracy"] = e.model.accuracy;  // fractions (0.935 = 93.5%)
+  s["eval_loss"] = e.model.loss;
+  if (e.model.flip_tta_accuracy >= 0) s["eval_flip_tta_accuracy"] = e.model.flip_tta_accuracy;
+  if (e.has_ema) {
+    s["ema_eval_accuracy"] = e.ema.accuracy;
+    s["ema_eval_loss"] = e.ema.loss;
+    if (e.ema.flip_tta_accuracy >= 0) s["ema_eval_flip_tta_accuracy"] = e.ema.flip_tta_accuracy;
+  }
+  s["world_size"] = launch_.world_size;
+  write_file_atomic(config_.run.dir + "/summary.json", s.dump() + "\n");
 }
 
 }  // namespace vit::train

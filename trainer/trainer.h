@@ -74,9 +74,14 @@ class Trainer {
   int64_t total_steps() const { return total_steps_; }
 
  private:
+  void select_device();
+  void build_loaders();
   void build_model();
+  void start_run(bool resumed);
+  void write_summary(const RunSummary& summary) const;
   void initialise_from_pretrained();
   bool resume();
+  int64_t check_resumable(const CheckpointData& ckpt) const;
   bool run_has_summary() const;  // rank 0's answer, on every rank: run.dir/summary.json exists
   void train_step();
   void forward_backward(const data::Batch& batch, double loss_scale);
