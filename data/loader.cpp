@@ -92,7 +92,7 @@ std::unique_ptr<Loader> make_loader(const DataConfig& config, const LoaderOption
     check_labels(source->num_classes(), options, spec);
     ShardPlanOptions plan{options.rank,         options.world_size, options.micro_batch_size,
                           options.seed,         train,              config.shuffle_buffer,
-                          options.micro_batches_per_step};
+                          options.micro_batches_per_step, options.plan_world_size};
     loader = make_stream_loader(source, std::make_shared<ShardPlanner>(*source, plan), config, options);
   }
   VIT_CHECK(train || loader->steps_per_epoch() > 0, DataError, "data: the ", split, " split holds no samples");

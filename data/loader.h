@@ -38,6 +38,9 @@ struct LoaderOptions {
   torch::ScalarType image_dtype = torch::kFloat32;
   // train: micro-batches accumulated per optimiser step; an epoch holds whole steps (sampler.h).
   int64_t micro_batches_per_step = 1;
+  // train, tar shards: the ranks whose data order the run follows (0: world_size), kept by a run
+  // resumed on another number of ranks (Note [Tar shard sharding]).
+  int plan_world_size = 0;
 };
 
 struct Batch {

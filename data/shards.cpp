@@ -137,33 +137,40 @@ std::string TarShardSource::name(int64_t index) const {
   return shards_[samples_[index].shard] + ":" + samples_[index].key;
 }
 
-ShardPlanner::ShardPlanner(const TarShardSource& source, const ShardPlanOptions& options) : options_(options) {
-  const int64_t num_shards = source.num_shards();
-  VIT_CHECK(num_shards >= options.world_size, DataError, "data.path: ", num_shards,
-            " tar shards cannot be split over ", options.world_size,
-            " ranks (each rank reads whole shards); repack into at least world_size shards, ideally a multiple");
-  for (int64_t s = 0; s <= num_shards; ++s) shard_begin_.push_back(source.shard_begin(s));
-  int64_t min_count = INT64_MAX, max_count = 0;
-  for (int r = 0; r < options.world_size; ++r) {
-    int64_t count = 0;
-    for (int64_t s = r; s < num_shards; s += options.world_size) count += shard_begin_[s + 1] - shard_begin_[s];
-    min_count = std::min(min_count, count);
-    max_count = std::max(max_count, count);
-    if (r == options.rank) {
-      for (int64_t s = r; s < num_shards; s += options.world_size) own_shards_.push_back(s);
-    }
-  }
+ShardPlanner::ShardPlanner(const TarShardSource& source, const ShardPlanOptions& options)
+    : num_shards_(source.num_shards()), options_(options) {
   const int64_t b = options.micro_batch_size;
   const int64_t a = std::max<int64_t>(1, options.micro_batches_per_step);
-  steps_per_epoch_ = options.train ? min_count / (b * a) * a : (max_count + b - 1) / b;
-  if (options.train && max_count > min_count) {
+  // Training follows the plan ranks' streams; evaluation this job's ranks' shards.
+  plan_ranks_ = options.train && options.plan_world_size > 0 ? options.plan_world_size : options.world_size;
+  VIT_CHECK(num_shards_ >= plan_ranks_, DataError, "data.path: ", num_shards_, " tar shards cannot be split over ",
+            plan_ranks_, " ranks (each rank reads whole shards); repack into at least world_size shards, ideally a multiple");
+  VIT_CHECK(options.world_size * a % plan_ranks_ == 0, DataError, "tar shards: the ", options.world_size * a,
+            " micro-batches of an optimiser step cannot follow the data order of ", plan_ranks_,
+            " ranks (the run started on them); keep the global batch, or start a new run.dir");
+  plan_accumulation_ = options.world_size * a / plan_ranks_;
+  for (int64_t s = 0; s <= num_shards_; ++s) shard_begin_.push_back(source.shard_begin(s));
+  int64_t min_count = INT64_MAX, max_count = 0;
+  for (int r = 0; r < plan_ranks_; ++r) {
+    int64_t count = 0;
+    for (int64_t s = r; s < num_shards_; s += plan_ranks_) count += shard_begin_[s + 1] - shard_begin_[s];
+    min_count = std::min(min_count, count);
+    max_count = std::max(max_count, count);
+  }
+  // Train: whole optimiser steps of the plan ranks (each takes b x A_P samples a step); in this
+  // job's micro-batches, A of them a step.
+  steps_per_epoch_ = options.train ? min_count / (b * plan_accumulation_) * a : (max_count + b - 1) / b;
+  if (options.train && max_count > min_count && options.rank == 0) {
     log_info("data: tar shards hold ", min_count, "..", max_count, " samples per rank; each epoch every rank uses ",
-             steps_per_epoch_ * b, " (a shard count that is a multiple of world_size balances them)");
+             min_count / (b * plan_accumulation_) * b * plan_accumulation_,
+             " (a shard count that is a multiple of world_size balances them)");
   }
 }
 
-std::vector<int64_t> ShardPlanner::epoch_stream(int64_t epoch) const {
-  std::vector<int64_t> shards = own_shards_;
+std::vector<int64_t> ShardPlanner::epoch_stream(int64_t epoch, int plan_rank) const {
+  const int ranks = options_.train ? plan_ranks_ : options_.world_size;
+  std::vector<int64_t> shards;
+  for (int64_t s = plan_rank; s < num_shards_; s += ranks) shards.push_back(s);
   std::vector<int64_t> stream;
   if (!options_.train) {
     for (int64_t s : shards) {
@@ -171,7 +178,7 @@ std::vector<int64_t> ShardPlanner::epoch_stream(int64_t epoch) const {
     }
     return stream;
   }
-  const uint64_t e = static_cast<uint64_t>(epoch), r = static_cast<uint64_t>(options_.rank);
+  const uint64_t e = static_cast<uint64_t>(epoch), r = static_cast<uint64_t>(plan_rank);
   const auto order = permutation(static_cast<int64_t>(shards.size()), mix_key({options_.seed, tag(Stream::kShards), e, r}));
   Rng rng(mix_key({options_.seed, tag(Stream::kShuffle), e, r}));
   const size_t capacity = static_cast<size_t>(options_.shuffle_buffer);
@@ -201,17 +208,29 @@ std::vector<int64_t> ShardPlanner::epoch_stream(int64_t epoch) const {
 std::vector<int64_t> ShardPlanner::indices(int64_t epoch, int64_t step) const {
   VIT_CHECK(step >= 0 && step < steps_per_epoch_, DataError, "step ", step, " is outside the epoch (",
             steps_per_epoch_, " steps)");
+  // Which plan rank's micro-batch this is (the Note): evaluation and W = P give (rank, step).
+  int plan_rank = options_.rank;
+  int64_t plan_step = step;
+  if (options_.train) {
+    const int64_t a = std::max<int64_t>(1, options_.micro_batches_per_step);
+    const int64_t number = step % a * options_.world_size + options_.rank;
+    plan_rank = static_cast<int>(number % plan_ranks_);
+    plan_step = step / a * plan_accumulation_ + number / plan_ranks_;
+  }
   std::lock_guard<std::mutex> lock(mutex_);
   const int64_t cache_key = options_.train ? epoch : 0;
   if (cached_epoch_ != cache_key) {
-    cached_stream_ = epoch_stream(cache_key);
+    cached_streams_.clear();
     cached_epoch_ = cache_key;
   }
+  auto it = cached_streams_.find(plan_rank);
+  if (it == cached_streams_.end()) it = cached_streams_.emplace(plan_rank, epoch_stream(cache_key, plan_rank)).first;
+  const std::vector<int64_t>& stream = it->second;
   const int64_t b = options_.micro_batch_size;
   std::vector<int64_t> out(static_cast<size_t>(b), -1);
   for (int64_t j = 0; j < b; ++j) {
-    const int64_t p = step * b + j;
-    if (p < static_cast<int64_t>(cached_stream_.size())) out[j] = cached_stream_[p];
+    const int64_t p = plan_step * b + j;
+    if (p < static_cast<int64_t>(stream.size())) out[j] = stream[p];
   }
   return out;
 }

@@ -23,8 +23,20 @@
 //    Every sample appears exactly once with mask 1.
 // Fewer shards than ranks is an error. Within a rank, worker threads decode whole batches of
 // this one stream, so the order does not depend on data.num_workers and resume is exact.
+//
+// A run resumed on another number of ranks keeps the data order of the P ranks it started with
+// (plan_world_size; the trainer keeps P in its checkpoints). The streams above are the P plan
+// ranks'; optimiser step t takes from plan rank p its micro-batches t * A_P .. (t + 1) * A_P - 1
+// (A_P = global batch / (micro_batch_size * P)), as the P-rank job did. Those G / micro_batch_size
+// micro-batches are numbered i = a * P + p (a: the plan rank's micro-batch in the step), and the
+// job's rank r takes, for its micro-batch a' of the step, number i = a' * W + r: the same samples
+// at the same global positions (first_position), so the same augmentation and, up to the order of
+// float sums, the same steps as the P-rank run, every sample of the epoch once. With W = P each
+// rank reads only its own stream (i = a' * P + r: plan rank r, micro-batch a'); with W != P a rank
+// reads from several plan ranks' shards.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -73,6 +85,7 @@ struct ShardPlanOptions {
   bool train = true;
   int64_t shuffle_buffer = 1;
   int64_t micro_batches_per_step = 1;  // train: an epoch holds whole optimiser steps
+  int plan_world_size = 0;             // train: the plan's ranks P (0: world_size); see the Note
 };
 
 class ShardPlanner : public BatchPlanner {
@@ -80,17 +93,21 @@ class ShardPlanner : public BatchPlanner {
   ShardPlanner(const TarShardSource& source, const ShardPlanOptions& options);
   int64_t steps_per_epoch() const override { return steps_per_epoch_; }
   std::vector<int64_t> indices(int64_t epoch, int64_t step) const override;
-  // This rank's whole stream for `epoch` (before the tail is dropped). Exposed for tests.
-  std::vector<int64_t> epoch_stream(int64_t epoch) const;
+  // Plan rank p's whole stream for `epoch` (before the tail is dropped; eval: this rank's
+  // shards in order). Exposed for tests.
+  std::vector<int64_t> epoch_stream(int64_t epoch, int plan_rank) const;
+  std::vector<int64_t> epoch_stream(int64_t epoch) const { return epoch_stream(epoch, options_.rank); }
 
  private:
-  std::vector<int64_t> own_shards_;
+  int64_t num_shards_ = 0;
+  int plan_ranks_ = 1;             // P
+  int64_t plan_accumulation_ = 1;  // A_P: the plan ranks' micro-batches per optimiser step
   std::vector<int64_t> shard_begin_;
   ShardPlanOptions options_;
   int64_t steps_per_epoch_ = 0;
   mutable std::mutex mutex_;
   mutable int64_t cached_epoch_ = -1;
-  mutable std::vector<int64_t> cached_stream_;
+  mutable std::map<int, std::vector<int64_t>> cached_streams_;  // by plan rank
 };
 
 }  // namespace vit::data

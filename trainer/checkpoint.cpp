@@ -137,6 +137,20 @@ std::vector<std::string> list_checkpoints(const std::string& root) {
   return out;
 }
 
+int data_world_size_of_run(const std::string& run_dir) {
+  for (const auto& dir : list_checkpoints((fs::path(run_dir) / "checkpoints").string())) {
+    if (!is_committed(dir)) continue;
+    try {
+      const Json state = Json::parse(read_file(dir + "/rank_0.json"));
+      if (state.contains("data_world_size")) return static_cast<int>(state.at("data_world_size").get<int64_t>());
+      return static_cast<int>(Json::parse(read_file(dir + "/" + kManifest)).at("world_size").get<int64_t>());
+    } catch (const std::exception&) {
+      continue;  // damaged: resume's verification reports it; an older checkpoint of the run answers
+    }
+  }
+  return 0;
+}
+
 bool is_committed(const std::string& dir) { return fs::exists(fs::path(dir) / kCommitted); }
 
 void verify_checkpoint(const std::string& dir) {

@@ -95,6 +95,11 @@ void verify_checkpoint(const std::string& dir);
 // Checkpoint directories (step_N) under `root`, committed or not, newest first (by step number).
 std::vector<std::string> list_checkpoints(const std::string& root);
 
+// Tar shards: the ranks whose data order the run in `run_dir` follows, from its newest committed
+// checkpoint whose rank_0.json reads ("data_world_size"; before that key, the ranks that wrote
+// it); 0 when there is none. The same in every checkpoint of a run (shards.h).
+int data_world_size_of_run(const std::string& run_dir);
+
 // Whether `dir` carries the COMMITTED marker (written last; verify_checkpoint checks the rest).
 bool is_committed(const std::string& dir);
 

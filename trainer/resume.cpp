@@ -44,6 +44,7 @@ Json Trainer::rank_state() const {
   // What the position counts in: a resume checks that the data and the epoch are the same.
   s["train_samples"] = train_loader_->num_samples();
   s["loader_steps_per_epoch"] = train_loader_->steps_per_epoch();
+  s["data_world_size"] = data_world_size_;  // tar shards: the ranks whose data order the run follows
   s["train_seconds"] = train_seconds_;
   at::Generator cpu = torch::globalContext().defaultGenerator(torch::kCPU);  // a handle to the global one
   s["cpu_rng"] = to_hex(cpu.get_state());
@@ -74,10 +75,10 @@ void Trainer::restore_rank_state(const CheckpointData& ckpt, int64_t saved_accum
             ") is not the start of an optimiser step (", saved_steps, " micro-batches an epoch, ", saved_accumulation,
             " per step); it comes from another vitrain or config: use a new run.dir");
   position.step = position.step / saved_accumulation * accumulation_;
-  VIT_CHECK(ckpt.world_size == launch_.world_size || config_.data.dataset != "tar_shards", ConfigError,
-            "data.dataset: tar_shards: checkpoint '", dir, "' was written by ", ckpt.world_size,
-            " rank(s); a tar-shard run resumes on as many (each rank reads its own shards), this job has ",
-            launch_.world_size);
+  const int64_t saved_plan = s.contains("data_world_size") ? s.at("data_world_size").get<int64_t>() : ckpt.world_size;
+  VIT_CHECK(config_.data.dataset != "tar_shards" || saved_plan == data_world_size_, CheckpointError, "checkpoint '",
+            dir, "' follows the tar-shard data order of ", saved_plan, " rank(s), the run's other checkpoints that of ",
+            data_world_size_, "; it is not this run's: use a new run.dir");
   train_loader_->seek(position);
   train_seconds_ = s.at("train_seconds").get<double>();
   // Dropout and drop path draw from each rank's generator: a rank the checkpoint did not have

@@ -116,7 +116,15 @@ void Trainer::build_loaders() {
   lo.image_dtype = bf16_ ? torch::kBFloat16 : torch::kFloat32;  // autocast's patch embedding takes bf16
   lo.train = true;
   lo.micro_batches_per_step = accumulation_;
+  // Tar shards: a resumed run keeps the data order of the ranks it started on (shards.h).
+  data_world_size_ = launch_.world_size;
+  if (config_.data.dataset == "tar_shards" && config_.checkpoint.resume) {
+    const int saved = data_world_size_of_run(config_.run.dir);
+    if (saved > 0) data_world_size_ = saved;
+  }
+  lo.plan_world_size = data_world_size_;
   train_loader_ = data::make_loader(config_.data, lo);
+  lo.plan_world_size = 0;
   lo.train = false;
   eval_loader_ = data::make_loader(config_.data, lo);
   steps_per_epoch_ = train_loader_->steps_per_epoch() / accumulation_;  // whole optimiser steps (sampler.h)

@@ -125,6 +125,7 @@ class Trainer {
   int64_t step_ = 0;  // optimiser steps done
   int64_t total_steps_ = 0;
   int64_t accumulation_ = 1;
+  int data_world_size_ = 1;  // tar shards: the ranks whose data order the run follows (shards.h)
   int64_t steps_per_epoch_ = 1;
   double lr_ = 0.0;
   // Device-side accumulators since the last log line.

@@ -2,7 +2,8 @@
 // their index: for world sizes 1, 2, 3 and 1 / 4 loader threads, no sample twice in an epoch,
 // equal step counts, eval covers every sample exactly once, the order changes between epochs
 // and repeats for the same seed, and resume mid-epoch yields exactly the remaining batches.
-// Three layouts: CIFAR binary (resident loader), ImageFolder JPEGs and tar shards (streaming).
+// Three layouts: CIFAR binary (resident loader), ImageFolder JPEGs and tar shards (streaming); tar
+// shards also under a plan of another number of ranks (a run resumed elsewhere).
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -12,6 +13,7 @@
 
 #include "data/cifar.h"
 #include "data/loader.h"
+#include "data/sampler.h"
 #include "data/tar.h"
 #include "fixtures.h"
 
@@ -231,6 +233,58 @@ TEST_P(LoaderSharding, SameSeedIsBitIdenticalAndResumeIsExact) {
   bool differs = false;
   for (int64_t s = 0; s < steps; ++s) differs |= !torch::equal(c->next().labels, reference[s].labels);
   EXPECT_TRUE(differs) << "another seed should give another order";
+}
+
+// Tar shards resumed on another number of ranks keep the order of the P ranks the run started on
+// (Note [Tar shard sharding]): with a global batch of 6 micro-batches, jobs of 1, 2, 3 and 6 ranks
+// following the plan of 2 see, at every global position of two epochs, the sample the 2-rank job
+// sees there, each sample at most once an epoch.
+TEST(TarShardPlan, AnyNumberOfRanksFollowsThePlanRanksOrder) {
+  ScratchDir dir;
+  write_index_shards(dir / "train", {15, 12, 9, 20, 11, 8, 14, 14});
+  DataConfig config;
+  config.dataset = "tar_shards";
+  config.path = dir / "train/{0..7}.tar";
+  config.eval_path = config.path;
+  config.shuffle_buffer = 8;
+  config.num_classes = 3;
+  config.num_workers = 1;
+  constexpr int64_t kMicroBatches = 6;  // per optimiser step, over all ranks
+  auto positions = [&](int world) {     // global position -> sample, for epochs 0 and 1
+    std::map<std::pair<int64_t, int64_t>, int64_t> out;
+    for (int r = 0; r < world; ++r) {
+      LoaderOptions o;
+      o.rank = r;
+      o.world_size = world;
+      o.micro_batch_size = kBatch;
+      o.seed = 5;
+      o.num_classes = 3;
+      o.micro_batches_per_step = kMicroBatches / world;
+      o.plan_world_size = 2;
+      auto loader = make_loader(config, o);
+      EXPECT_EQ(loader->steps_per_epoch() / o.micro_batches_per_step, 4) << world << " ranks";  // 49 / (4 x 3)
+      for (int64_t epoch = 0; epoch < 2; ++epoch) {
+        loader->seek({epoch, 0});
+        for (int64_t step = 0; step < loader->steps_per_epoch(); ++step) {
+          const auto ids = testing::decode_indices(loader->next(), config);
+          const int64_t first = first_position(step, r, world, kBatch);
+          for (int64_t j = 0; j < kBatch; ++j) out[{epoch, first + j}] = ids[static_cast<size_t>(j)];
+        }
+      }
+    }
+    return out;
+  };
+  const auto plan = positions(2);
+  for (int64_t epoch = 0; epoch < 2; ++epoch) {
+    std::set<int64_t> seen;
+    for (const auto& [at, id] : plan) {
+      if (at.first == epoch) {
+        EXPECT_TRUE(seen.insert(id).second) << "sample " << id << " twice in epoch " << epoch;
+      }
+    }
+    EXPECT_EQ(seen.size(), 4u * kMicroBatches * kBatch);
+  }
+  for (int world : {1, 3, 6}) EXPECT_EQ(positions(world), plan) << world << " ranks";
 }
 
 std::string name(const ::testing::TestParamInfo<LoaderSharding::ParamType>& info) {

@@ -5,7 +5,8 @@ global position, and mixup/cutmix by the micro-batch's: with the same global bat
 train.micro_batch_size, 1, 2, 3 and 4 ranks (gradient accumulation making up the difference)
 give the same per-step losses up to the order of float sums. Dropout and drop path draw per rank,
 so they are off here. A run checkpointed on 2 ranks resumes on 1, 3 or 4 and continues as the
-uninterrupted run, for the device-resident path and for a streamed ImageFolder of JPEGs.
+uninterrupted run, for the device-resident path, a streamed ImageFolder of JPEGs and tar shards
+(which keep the data order of the ranks the run started on).
 """
 import json
 import shutil
@@ -68,11 +69,35 @@ def folder_keys(root):
             "data.device_resident=false", "model.num_classes=4", "data.num_workers=2"]
 
 
-@pytest.mark.parametrize("source", ["resident", "image_folder"])
+def shard_keys(root):
+    """The same JPEGs as 4 training and 4 test tar shards (WebDataset: NAME.jpg + NAME.cls)."""
+    import tarfile
+    shards = root / "shards"
+    if not shards.exists():
+        shards.mkdir()
+        for split in ("train", "test"):
+            files = sorted((root / split).glob("c*/*.jpg"))
+            for s in range(4):
+                with tarfile.open(shards / f"{split}-{s}.tar", "w") as tar:
+                    for f in files[s::4]:
+                        key = f"{f.parent.name}_{f.stem}"
+                        tar.add(f, arcname=f"{key}.jpg")
+                        cls = shards / "cls"
+                        cls.write_text(f.parent.name[1:])
+                        tar.add(cls, arcname=f"{key}.cls")
+    return ["data.dataset=tar_shards", f"data.path={shards}/train-{{0..3}}.tar",
+            f"data.eval_path={shards}/test-{{0..3}}.tar", "model.num_classes=4", "data.num_workers=2",
+            "data.shuffle_buffer=16"]
+
+
+@pytest.mark.parametrize("source", ["resident", "image_folder", "tar_shards"])
 def test_a_run_resumes_on_another_number_of_ranks(tmp_path, source, jpeg_folder):
+    # Tar shards: 2 plan ranks of 48 samples, 4 steps an epoch; the resumed runs keep that order.
     extra = ["train.steps=30", "checkpoint.every_steps=10", "checkpoint.keep=5"]
     if source == "image_folder":
         extra += folder_keys(jpeg_folder)
+    if source == "tar_shards":
+        extra += shard_keys(jpeg_folder)
     reference = tmp_path / "ref"
     run(args(reference, extra), np=2)
     for np in (1, 3, 4):
