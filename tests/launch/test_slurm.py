@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +28,9 @@ from pathlib import Path
 
 import pytest
 
-SOURCE_DIR = Path(os.environ.get("VIT_SOURCE_DIR", Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
+from vitrun import SOURCE_DIR, kill_until_gone, metrics, sets, wait_for  # noqa: E402
+
 VIT_TRAIN = Path(SOURCE_DIR, os.environ.get("VIT_TRAIN", "build/vit-train")).resolve()
 
 BINARIES = ["munged", "slurmctld", "slurmd", "sbatch", "scontrol", "scancel", "squeue", "sinfo", "srun"]
@@ -81,15 +82,6 @@ PartitionName=test Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """
 
 
-def wait_for(predicate, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def marked_processes(dir_):
     """Every process whose environment holds this cluster's marker (see Cluster.env)."""
     marker = f"VITRAIN_SLURM_TEST={dir_}".encode()
@@ -106,17 +98,8 @@ def marked_processes(dir_):
 
 
 def kill_marked(dir_):
-    for _ in range(50):
-        left = marked_processes(dir_)
-        if not left:
-            return
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.1)
-    raise AssertionError(f"processes of the test cluster survive SIGKILL: {marked_processes(dir_)}")
+    left = kill_until_gone(lambda: marked_processes(dir_), timeout=5)
+    assert not left, f"processes of the test cluster survive SIGKILL: {left}"
 
 
 def reap(dir_):
@@ -272,18 +255,9 @@ def cluster():
             reaper.wait(timeout=60)
 
 
-def sets(pairs):
-    return [a for p in pairs for a in ("--set", p)]
-
-
-def train_lines(run_dir):
-    lines = [json.loads(l) for l in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-    return [l for l in lines if l["split"] == "train"]
-
-
 def losses(run_dir):
     """{step: loss}; every step recorded once, in order."""
-    lines = train_lines(run_dir)
+    lines = metrics(run_dir)
     assert [l["step"] for l in lines] == list(range(1, len(lines) + 1)), "a step lost or recorded twice"
     return {l["step"]: l["loss"] for l in lines}
 

@@ -31,7 +31,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer"))
 from test_world_size import args, assert_close, losses  # noqa: E402  (same run, same check)
-from vitrun import SOURCE_DIR, VIT_TRAIN, env  # noqa: E402
+from vitrun import SOURCE_DIR, VIT_TRAIN, env, kill_until_gone  # noqa: E402
 
 STEPS = 30
 RANKS_PER_HOST = 2
@@ -70,18 +70,10 @@ def _processes_in(namespaces):
     return out
 
 
-def _kill_all_in(namespaces, timeout=15):
-    """SIGKILL every process in `namespaces` until none is left; the namespaces (and the veth pair
-    between them) go with the last one. Returns what survived (nothing, normally)."""
-    deadline = time.time() + timeout
-    while (left := _processes_in(namespaces)) and time.time() < deadline:
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.1)
-    return _processes_in(namespaces)
+def _kill_all_in(namespaces):
+    """SIGKILL every process in `namespaces`; the namespaces (and the veth pair between them) go
+    with the last one. Returns what survived (nothing, normally)."""
+    return kill_until_gone(lambda: _processes_in(namespaces))
 
 
 class Host:

@@ -69,6 +69,20 @@ def wait_for(predicate, timeout=300, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def kill_until_gone(find, timeout=15):
+    """SIGKILL every process `find()` lists until it lists none or `timeout` s pass; returns the
+    survivors (none, normally). For the launch tests' daemons and ranks."""
+    deadline = time.time() + timeout
+    while (left := find()) and time.time() < deadline:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+    return find()
+
+
 def metrics(run_dir, split="train"):
     path = Path(run_dir) / "metrics.jsonl"
     lines = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
