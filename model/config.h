@@ -71,9 +71,11 @@ void validate(const ModelConfig& config);
 int64_t count_parameters(const ModelConfig& config);
 double forward_flops_per_image(const ModelConfig& config);
 
-// Which kernel at::scaled_dot_product_attention may pick on a GPU (a process-wide ATen setting).
-// "auto": ATen's own choice. "flash" | "efficient" | "cudnn" | "math": that one alone (an input it
-// cannot take is an error, not a silent fallback).
+// The attention kernel on a GPU (process-wide). "auto": vitrain's short-sequence kernel where it
+// applies (fused_attention.h: bf16, at most 160 tokens, heads of 16 or 32, no attention dropout),
+// elsewhere at::scaled_dot_product_attention's own choice. "flash" | "efficient" |
+// "cudnn" | "math": that ATen kernel alone (an input it cannot take is an error, not a silent
+// fallback).
 bool is_attention_backend(const std::string& name);
 void set_attention_backend(const std::string& name);
 

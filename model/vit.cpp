@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "core/errors.h"
+#include "model/kernels/fused_attention.h"
 #include "model/kernels/fused_bias_sums.h"
 #include "model/kernels/fused_linear.h"
 #include "model/kernels/fused_norm.h"
@@ -59,6 +60,9 @@ struct SplitHeadsFn : public torch::autograd::Function<SplitHeadsFn> {
     return {grad};
   }
 };
+
+// train.attention: auto takes vitrain's short-sequence kernel where it applies (fused_attention.h).
+bool short_attention = true;
 }  // namespace
 
 void set_attention_backend(const std::string& name) {
@@ -66,6 +70,7 @@ void set_attention_backend(const std::string& name) {
             "attention backend must be auto, flash, efficient, cudnn or math, got '", name, "'");
   auto& context = at::globalContext();
   const bool all = name == "auto";
+  short_attention = all;
   context.setSDPUseFlash(all || name == "flash");
   context.setSDPUseMemEfficient(all || name == "efficient");
   context.setSDPUseCuDNN(all || name == "cudnn");
@@ -100,20 +105,31 @@ torch::Tensor AttentionImpl::compute(const torch::Tensor& x, bool proj_bias_grad
   VIT_CHECK(proj_bias_grad || proj_bias_outside(x), ModelError,
             "attention: the projection's bias gradient cannot move out here (proj_bias_outside() is false)");
   const int64_t B = x.size(0), N = x.size(1), D = x.size(2), Dh = D / num_heads_;
-  // The qkv bias gradient from the heads' backward kernel where it applies (fused_bias_sums.h).
-  std::vector<torch::Tensor> parts;
-  if (fused_applies(qkv_, x, fused_bias_grad_) && fused_split_heads_supported(Dh)) {
+  // vitrain's kernel for short sequences of small heads (bf16 on a GPU, no attention dropout):
+  // straight from the qkv projection's output to the output projection's input layout.
+  const bool in_bf16 = x.scalar_type() == torch::kBFloat16 ||
+                       (at::autocast::is_autocast_enabled(at::kCUDA) &&
+                        at::autocast::get_autocast_dtype(at::kCUDA) == at::kBFloat16);
+  torch::Tensor out;
+  if (short_attention && x.is_cuda() && in_bf16 && !(is_training() && attn_dropout_ > 0.0) &&
+      fused_attention_supported(N, Dh)) {
+    out = fused_attention(linear(qkv_, x, fused_bias_grad_).view({B, N, 3, num_heads_, Dh}));
+  } else if (fused_applies(qkv_, x, fused_bias_grad_) && fused_split_heads_supported(Dh)) {
+    // The qkv bias gradient from the heads' backward kernel (fused_bias_sums.h).
     auto qkv = linear(qkv_, x, true, /*bias_grad=*/false).view({B, N, 3, num_heads_, Dh});
-    parts = fused_split_heads(qkv, qkv_->bias);
+    out = heads_attention(fused_split_heads(qkv, qkv_->bias));
   } else {
-    parts = SplitHeadsFn::apply(linear(qkv_, x, fused_bias_grad_).view({B, N, 3, num_heads_, Dh}));
+    out = heads_attention(SplitHeadsFn::apply(linear(qkv_, x, fused_bias_grad_).view({B, N, 3, num_heads_, Dh})));
   }
+  return proj_drop_(linear(proj_, out, fused_bias_grad_, proj_bias_grad));
+}
+
+torch::Tensor AttentionImpl::heads_attention(const std::vector<torch::Tensor>& parts) {
   const auto &q = parts[0], &k = parts[1], &v = parts[2];  // [B, H, N, Dh] each
-  // Fused attention (flash / memory-efficient kernels on GPU; math on CPU).
+  // ATen's fused attention (flash / memory-efficient / cuDNN kernels on GPU; math on CPU).
   auto out = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{},
                                               is_training() ? attn_dropout_ : 0.0);  // [B, H, N, Dh]
-  out = out.transpose(1, 2).reshape({B, N, D});
-  return proj_drop_(linear(proj_, out, fused_bias_grad_, proj_bias_grad));
+  return out.transpose(1, 2).reshape({q.size(0), q.size(2), q.size(1) * q.size(3)});
 }
 
 // ---- MLP ----

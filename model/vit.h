@@ -30,6 +30,8 @@ class AttentionImpl : public torch::nn::Module {
   const torch::Tensor& proj_bias() const { return proj_->bias; }
 
  private:
+  // q, k, v [B, H, N, Dh] through at::scaled_dot_product_attention, as [B, N, H * Dh].
+  torch::Tensor heads_attention(const std::vector<torch::Tensor>& parts);
   int64_t num_heads_;
   double attn_dropout_;
   bool fused_bias_grad_;

@@ -1,5 +1,6 @@
-// Shared by the GPU tests of the fused kernels (test_model_gpu.cpp) and of the model with them
-// (test_model_gpu_model.cpp): the skip rule, a relative error, a model config, weight copies.
+// Shared by the GPU tests of the fused kernels (test_model_gpu.cpp, test_attention_gpu.cpp) and of
+// the model with them (test_model_gpu_model.cpp): the skip rule, a relative error, a model
+// config, weight copies, a bf16 forward and backward.
 #pragma once
 
 #include <ATen/autocast_mode.h>
@@ -46,6 +47,19 @@ inline void copy_weights(VisionTransformer& from, VisionTransformer& to) {
   torch::NoGradGuard no_grad;
   auto src = from->named_parameters();
   for (auto& p : to->named_parameters()) p.value().copy_(src[p.key()]);
+}
+
+// The model's logits under bf16 autocast on the GPU (as the trainer runs it), as fp32; with
+// `labels`, the cross-entropy's backward too (gradients accumulate in the parameters).
+inline torch::Tensor bf16_logits(VisionTransformer& model, const torch::Tensor& images,
+                                 const torch::Tensor& labels = {}) {
+  at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+  at::autocast::set_autocast_enabled(at::kCUDA, true);
+  auto logits = model->forward(images).to(torch::kFloat32);
+  at::autocast::set_autocast_enabled(at::kCUDA, false);
+  at::autocast::clear_cache();
+  if (labels.defined()) torch::nn::functional::cross_entropy(logits, labels).backward();
+  return logits.detach();
 }
 
 }  // namespace vit::model::testing

@@ -33,13 +33,7 @@ void expect_models_match(const ModelConfig& fused_config, const ModelConfig& pla
   auto labels = torch::randint(0, 10, {16}, torch::TensorOptions().device(torch::kCUDA).dtype(torch::kLong));
   auto run = [&](VisionTransformer& model) {
     torch::manual_seed(7);  // drop path and dropout draw the same masks in both models
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-    auto logits = model->forward(images).to(torch::kFloat32);
-    at::autocast::set_autocast_enabled(at::kCUDA, false);
-    at::autocast::clear_cache();
-    torch::nn::functional::cross_entropy(logits, labels).backward();
-    return logits.detach();
+    return bf16_logits(model, images, labels);
   };
   auto lf = run(fused), lp = run(plain);
   EXPECT_LT(max_rel(lf, lp), 2e-2);
