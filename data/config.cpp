@@ -52,8 +52,6 @@ void validate(const DataConfig& c) {
   VIT_CHECK(c.prefetch_batches >= 1, ConfigError, "data.prefetch_batches: must be >= 1, got ", c.prefetch_batches);
   check_one_of("on_corrupt", c.on_corrupt, {"skip", "fail"});
   check_one_of("decode", c.decode, {"auto", "gpu", "cpu"});
-  VIT_CHECK(c.decode_threads >= 1 && c.decode_threads <= 8, ConfigError,
-            "data.decode_threads: must be in [1, 8], got ", c.decode_threads);
   VIT_CHECK(c.shuffle_buffer >= 1, ConfigError, "data.shuffle_buffer: must be >= 1 (1 = no sample shuffle), got ",
             c.shuffle_buffer);
   check_one_of("train_crop", c.train_crop, {"pad_crop", "random_resized_crop", "none"});

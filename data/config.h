@@ -24,7 +24,6 @@ struct DataConfig {
   int64_t prefetch_batches = 4;        // bounded queue depth
   std::string on_corrupt = "skip";     // skip | fail: a JPEG that does not decode
   std::string decode = "auto";         // auto | gpu | cpu: where streamed JPEGs are decoded (gpu_decode.h)
-  int64_t decode_threads = 1;          // GPU decode: threads, each with its own nvJPEG decoder and stream
   int64_t shuffle_buffer = 2048;       // tar_shards: sample-level shuffle buffer per worker
   bool device_resident = true;         // small sets (CIFAR, synthetic): keep uint8 on the device, augment there
   // Augmentation (train split).

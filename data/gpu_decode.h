@@ -10,7 +10,7 @@
 // the same kernel; a batch nvJPEG fails on is decoded image by image there, so a corrupt file
 // meets the same data.on_corrupt policy as on the CPU path.
 //
-// One GpuDecoder per decode thread of a loader (data.decode_threads), used by that thread. Its work
+// One GpuDecoder per loader, used by one thread (the loader's decode thread) at a time. Its work
 // goes on a stream of its own (nvJPEG's buffers are reused batch after batch in that order) and
 // is handed to the training thread through an event.
 #pragma once

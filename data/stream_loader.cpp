@@ -1,8 +1,8 @@
 // The streaming loader (see stream_loader.h). Threading contract: the training thread issues
 // jobs and consumes results; workers only pop jobs and push results, under mutex_; with GPU
-// decode data.decode_threads more threads take the results in order, decode them on the GPU
-// (each with its own decoder) and push ready batches, which next() takes in order. A seek
-// raises min_valid_seq_ so results of jobs issued before it are dropped when they arrive.
+// decode one more thread takes the results in order, decodes them on the GPU and pushes ready
+// batches. A seek raises min_valid_seq_ so results of jobs issued before it are dropped when
+// they arrive.
 #include "data/stream_loader.h"
 
 #include <chrono>
@@ -49,30 +49,22 @@ struct ReadyBatch {  // GPU decode: on the device, ready after GpuDecoder::take
 
 constexpr size_t kDecodedAhead = 2;  // GPU decode: batches decoded ahead of the consumer
 
-// data.decode: data.decode_threads GPU decoders, or none for CPU decode; the choice (and why)
-// logged by rank 0.
-std::vector<std::unique_ptr<GpuDecoder>> choose_decoders(const DataConfig& config, const LoaderOptions& options) {
+// data.decode: the GPU decoder, or null for CPU decode; the choice (and why) logged by rank 0.
+std::unique_ptr<GpuDecoder> choose_decoder(const DataConfig& config, const LoaderOptions& options) {
   const std::string threads = std::to_string(config.num_workers) + " threads";
   const auto say = [&](const std::string& what) {
     if (options.rank == 0) log_info("data: ", options.train ? "train" : "eval", " JPEGs decoded ", what);
   };
   std::string why_not = "data.decode: cpu";
-  std::vector<std::unique_ptr<GpuDecoder>> gpus;
   auto gpu = config.decode == "cpu" ? nullptr : GpuDecoder::open(options.device, &why_not);
   if (gpu) {
-    say("on the GPU: " + gpu->describe() + ", " + std::to_string(config.decode_threads) + " decode thread(s); " +
-        threads + " read files");
-    gpus.push_back(std::move(gpu));
-    while (static_cast<int64_t>(gpus.size()) < config.decode_threads) {
-      gpus.push_back(GpuDecoder::open(options.device, &why_not));
-      VIT_CHECK(gpus.back(), DataError, "data.decode_threads: GPU decoder ", gpus.size(), " did not open: ", why_not);
-    }
-    return gpus;
+    say("on the GPU: " + gpu->describe() + "; " + threads + " read files");
+    return gpu;
   }
   VIT_CHECK(config.decode != "gpu", ConfigError, "data.decode: gpu, but ", why_not,
             "; set data.decode: auto or cpu to decode on the CPU");
   say("on the CPU, " + threads + " (" + why_not + ")");
-  return gpus;
+  return nullptr;
 }
 
 class StreamLoader final : public Loader {
@@ -87,11 +79,10 @@ class StreamLoader final : public Loader {
         augmenter_(config, options),
         copier_(options.device),
         depth_(std::max(config.prefetch_batches, config.num_workers)),
-        gpus_(choose_decoders(config, options)),
-        decoded_ahead_(kDecodedAhead + gpus_.size() - (gpus_.empty() ? 0 : 1)) {
+        gpu_(choose_decoder(config, options)) {
     reset_wait_stats();
     for (int64_t t = 0; t < config.num_workers; ++t) workers_.emplace_back([this] { worker_loop(); });
-    for (auto& gpu : gpus_) workers_.emplace_back([this, &gpu] { decode_loop(*gpu); });
+    if (gpu_) workers_.emplace_back([this] { decode_loop(); });
   }
 
   ~StreamLoader() override {
@@ -125,11 +116,11 @@ class StreamLoader final : public Loader {
   Batch next() override {
     const auto start = Clock::now();
     std::vector<torch::Tensor> device;
-    if (gpu()) {
+    if (gpu_) {
       issue_jobs();
       ReadyBatch ready = take_decoded(next_consume_seq_);
       if (ready.error) std::rethrow_exception(ready.error);
-      device = gpus_.front()->take(ready.handoff);
+      device = gpu_->take(ready.handoff);
     } else if (copier_.pending() && prefetched_seq_ == next_consume_seq_) {
       device = copier_.finish();
       issue_jobs();
@@ -143,7 +134,7 @@ class StreamLoader final : public Loader {
     ++next_consume_seq_;
     const LoaderPosition at = position_;
     if (++position_.step == steps_per_epoch()) position_ = {position_.epoch + 1, 0};
-    if (!gpu()) prefetch_copy();
+    if (!gpu_) prefetch_copy();
     wait_.add_since(start);
     const int64_t first = first_position(at.step, options_.rank, options_.world_size, options_.micro_batch_size);
     return augmenter_.finish(device[0], device[1], device[2], keys(at.epoch, first),
@@ -226,21 +217,19 @@ class StreamLoader final : public Loader {
     }
   }
 
-  // A GPU decode thread: takes the workers' batches in order, decodes them on the GPU (on its
-  // decoder's stream), and keeps up to decoded_ahead_ batches ready or in flight for next(). With
-  // several threads, batches finish out of order and wait in decoded_ for their turn.
-  void decode_loop(GpuDecoder& gpu) {
+  // GPU decode thread: takes the workers' batches in order, decodes them on the GPU (on the
+  // decoder's stream), and keeps up to kDecodedAhead of them ready for next().
+  void decode_loop() {
     for (;;) {
       int64_t seq = 0;
       HostBatch host;
       {
         std::unique_lock<std::mutex> lock(mutex_);
         results_cv_.wait(lock, [&] {
-          return stop_ || (results_.count(next_decode_seq_) > 0 && decoded_.size() + decoding_ < decoded_ahead_);
+          return stop_ || (results_.count(next_decode_seq_) > 0 && decoded_.size() < kDecodedAhead);
         });
         if (stop_) return;
         seq = next_decode_seq_++;
-        ++decoding_;
         host = std::move(results_[seq]);
         results_.erase(seq);
       }
@@ -248,14 +237,13 @@ class StreamLoader final : public Loader {
       ready.error = host.error;
       if (!ready.error) {
         try {
-          ready.handoff = gpu.run_on_stream([&] { return finish_on_gpu(gpu, host); });
+          ready.handoff = gpu_->run_on_stream([&] { return finish_on_gpu(host); });
         } catch (...) {
           ready.error = std::current_exception();
         }
       }
       {
         std::lock_guard<std::mutex> lock(mutex_);
-        --decoding_;
         if (seq < min_valid_seq_) continue;
         decoded_[seq] = std::move(ready);
       }
@@ -265,10 +253,10 @@ class StreamLoader final : public Loader {
 
   // On the decoder's stream: the JPEGs decoded into their slots, data.on_corrupt for the ones
   // that did not decode, zeros in the slots without an image (evaluation padding, skipped files).
-  std::vector<torch::Tensor> finish_on_gpu(GpuDecoder& gpu, HostBatch& host) {
+  std::vector<torch::Tensor> finish_on_gpu(HostBatch& host) {
     auto images = torch::empty({options_.micro_batch_size, 3, options_.image_height, options_.image_width},
                                torch::TensorOptions(torch::kUInt8).device(options_.device));
-    for (const auto& failure : gpu.decode(host.gpu_items, images, interpolation_)) {
+    for (const auto& failure : gpu_->decode(host.gpu_items, images, interpolation_)) {
       skip_corrupt(host, failure.slot, failure.message);
     }
     for (size_t j = 0; j < host.state.size(); ++j) {
@@ -328,7 +316,7 @@ class StreamLoader final : public Loader {
     const JpegInfo info = jpeg_info(bytes, name);
     const int64_t h = options_.image_height, w = options_.image_width;
     const GeometryDraw draw = draw_geometry(augmenter_.policy(), key, info.height, info.width);
-    if (gpu()) {
+    if (gpu_) {
       batch.gpu_items.push_back({slot, std::move(bytes), name, info.height, info.width, draw});
       return;
     }
@@ -346,7 +334,7 @@ class StreamLoader final : public Loader {
     const bool pinned = options_.device.is_cuda();
     HostBatch batch;
     // With GPU decode the pixels are made on the device (finish_on_gpu): no host images.
-    batch.images = torch::empty({gpu() ? 0 : b, 3, h, w}, torch::TensorOptions(torch::kUInt8).pinned_memory(pinned));
+    batch.images = torch::empty({gpu_ ? 0 : b, 3, h, w}, torch::TensorOptions(torch::kUInt8).pinned_memory(pinned));
     batch.labels = torch::zeros({b}, torch::TensorOptions(torch::kInt64).pinned_memory(pinned));
     batch.mask = torch::ones({b}, torch::TensorOptions(torch::kFloat32).pinned_memory(pinned));
     uint8_t* images = batch.images.data_ptr<uint8_t>();
@@ -356,7 +344,7 @@ class StreamLoader final : public Loader {
     const auto sample_keys = keys(job.epoch, first_position(job.step, options_.rank, options_.world_size, b));
     batch.state.assign(static_cast<size_t>(b), kGood);
     for (int64_t j = 0; j < b; ++j) {
-      uint8_t* slot = gpu() ? nullptr : images + j * sample_bytes;
+      uint8_t* slot = gpu_ ? nullptr : images + j * sample_bytes;
       if (ids[j] < 0) {  // eval padding
         if (slot) std::memset(slot, 0, sample_bytes);
         mask[j] = 0;
@@ -372,7 +360,7 @@ class StreamLoader final : public Loader {
         skip_corrupt(batch, j, e.what());
       }
     }
-    if (gpu()) return batch;  // a decode thread finishes it
+    if (gpu_) return batch;  // the decode thread finishes it
     for (const auto& [dst, src] : replacements(batch)) {
       std::memcpy(images + dst * sample_bytes, images + src * sample_bytes, sample_bytes);
     }
@@ -387,9 +375,7 @@ class StreamLoader final : public Loader {
   Augmenter augmenter_;
   DeviceCopier copier_;
   const int64_t depth_;
-  std::vector<std::unique_ptr<GpuDecoder>> gpus_;  // one per decode thread; none: decode on the CPU (workers)
-  const size_t decoded_ahead_;  // GPU decode: batches decoded or decoding ahead of the consumer
-  bool gpu() const { return !gpus_.empty(); }
+  std::unique_ptr<GpuDecoder> gpu_;  // null: decode on the CPU (worker threads)
 
   std::mutex mutex_;  // guards jobs_, results_, stop_, min_valid_seq_ and the issue counters
   std::condition_variable jobs_cv_, results_cv_;
@@ -398,7 +384,6 @@ class StreamLoader final : public Loader {
   std::map<int64_t, ReadyBatch> decoded_;
   bool stop_ = false;
   int64_t next_issue_seq_ = 0, next_consume_seq_ = 0, min_valid_seq_ = 0, prefetched_seq_ = -1, next_decode_seq_ = 0;
-  size_t decoding_ = 0;  // GPU decode: batches a decode thread holds
   LoaderPosition position_, issue_position_;
   std::atomic<int64_t> num_corrupt_{0};
   std::vector<std::thread> workers_;

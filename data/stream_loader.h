@@ -3,9 +3,8 @@
 // batch; a bounded queue keeps up to max(data.prefetch_batches, data.num_workers) batches in
 // flight; the copy to the device overlaps compute (device_copy.h); RandAugment, normalisation,
 // random erasing and mixing run on the device (augment.h). With GPU decode (data.decode,
-// gpu_decode.h) the workers only read the bytes and draw each sample's crop and flip;
-// data.decode_threads more threads (each with its own nvJPEG decoder and stream) decode batches
-// and crop them on the device, up to one batch each plus one ahead of training.
+// gpu_decode.h) the workers only read the bytes and draw each sample's crop and flip; one more
+// thread decodes each batch with nvJPEG and crops it on the device, two batches ahead.
 //
 // Each worker builds whole batches; batches are handed out strictly in (epoch, step) order,
 // whatever order the workers finish in, so the output does not depend on the thread count.

@@ -101,7 +101,6 @@ std::vector<Field> schema(Config& c) {
       field("data.synthetic_seed", &d.synthetic_seed), field("data.cifar100_labels", &d.cifar100_labels),
       field("data.num_workers", &d.num_workers, kMayChange), field("data.prefetch_batches", &d.prefetch_batches, kMayChange),
       field("data.on_corrupt", &d.on_corrupt, kMayChange), field("data.decode", &d.decode, kMayChange),
-      field("data.decode_threads", &d.decode_threads, kMayChange),
       field("data.shuffle_buffer", &d.shuffle_buffer),
       field("data.device_resident", &d.device_resident, kMayChange), field("data.train_crop", &d.train_crop),
       field("data.crop_padding", &d.crop_padding), field("data.rrc_scale", &d.rrc_scale),

@@ -22,6 +22,7 @@ at once on the GPU, which leaves the accuracies as they are but makes the times 
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -72,7 +73,7 @@ def vitrain_seed(args, seed, out, variant=("", []), background=False):
     if background:
         script = " && ".join(" ".join(f"'{c}'" for c in cmd) + f" > '{out / f'{tag}_{stage}.log'}' 2>&1"
                              for stage, _, cmd in commands)
-        return subprocess.Popen(["bash", "-c", script], cwd=ROOT)
+        return subprocess.Popen(["bash", "-c", script], cwd=ROOT, start_new_session=True)
     stages = {}
     for stage, run_dir, cmd in commands:
         start = time.time()
@@ -164,6 +165,10 @@ def main():
     p.add_argument("--variant", action="append", default=[], help="NAME:section.key=value,... (ablations)")
     p.add_argument("--parallel", action="store_true", help="run the variants at once (accuracy only)")
     args = p.parse_args()
+    # A SIGTERM (timeout, scancel) ends this script as an exception does, so the vit-train it runs
+    # goes with it (subprocess.run kills its child; the parallel jobs are killed below) instead of
+    # running on and sharing the GPU with whatever is measured next.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     args.data = os.path.abspath(args.data)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -173,8 +178,15 @@ def main():
                 for v in args.variant] or [("", [])]
     if args.parallel:
         jobs = [(v, s, vitrain_seed(args, s, out, v, background=True)) for v in variants for s in seeds]
+        try:
+            for _, _, job in jobs:
+                job.wait()
+        except BaseException:
+            for _, _, job in jobs:
+                if job.poll() is None:
+                    os.killpg(job.pid, signal.SIGKILL)
+            raise
         for v, s, job in jobs:
-            job.wait()
             tag = f"{v[0] + '_' if v[0] else ''}seed{s}"
             stages = collect(out, tag)
             if stages is None:

@@ -6,7 +6,7 @@
 //                   normalise), on the GPU, with data.decode gpu or cpu and N worker threads
 // bench/data/gpu_decode.py runs the rows of docs/benchmarks.md's table with it.
 //   bench_gpu_decode --shards 'train-{00000..00015}.tar' --mode ceiling|loader [--decode gpu|cpu]
-//                    [--workers 1] [--decode-threads 1] [--batch 256] [--seconds 8] [--size 224] [--split train|eval]
+//                    [--workers 1] [--batch 256] [--seconds 8] [--size 224] [--split train|eval]
 //                    [--folder DIR: the loader reads this ImageFolder instead of the shards]
 #include <chrono>
 #include <cstdio>
@@ -61,8 +61,8 @@ void ceiling(const std::string& shards, int64_t batch, double seconds) {
               gpu->describe().c_str(), rate, static_cast<long>(n), static_cast<long>(batch));
 }
 
-void loader(const std::string& shards, const std::string& folder, const std::string& decode, int64_t workers,
-            int64_t decode_threads, int64_t batch, double seconds, int64_t size, bool train) {
+void loader(const std::string& shards, const std::string& folder, const std::string& decode, int64_t workers, int64_t batch, double seconds,
+            int64_t size, bool train) {
   DataConfig config;
   config.dataset = folder.empty() ? "tar_shards" : "image_folder";
   config.path = config.eval_path = folder.empty() ? shards : folder;
@@ -70,7 +70,6 @@ void loader(const std::string& shards, const std::string& folder, const std::str
   config.num_classes = 1000;
   config.num_workers = workers;
   config.decode = decode;
-  config.decode_threads = decode_threads;
   config.train_crop = "random_resized_crop";
   config.mean = {0.485, 0.456, 0.406};
   config.std = {0.229, 0.224, 0.225};
@@ -95,17 +94,17 @@ void loader(const std::string& shards, const std::string& folder, const std::str
   run(2.0);  // warm-up: threads, pinned buffers, nvJPEG's buffers
   const double rate = run(seconds);
   std::printf(
-      "{\"mode\": \"loader\", \"dataset\": \"%s\", \"decode\": \"%s\", \"workers\": %ld, \"decode_threads\": %ld, "
-      "\"split\": \"%s\", \"img_per_s\": %.1f, \"batch\": %ld, \"size\": %ld}\n",
-      config.dataset.c_str(), decode.c_str(), static_cast<long>(workers), static_cast<long>(decode_threads),
-      train ? "train" : "eval", rate, static_cast<long>(batch), static_cast<long>(size));
+      "{\"mode\": \"loader\", \"dataset\": \"%s\", \"decode\": \"%s\", \"workers\": %ld, \"split\": \"%s\", "
+      "\"img_per_s\": %.1f, \"batch\": %ld, \"size\": %ld}\n",
+      config.dataset.c_str(), decode.c_str(), static_cast<long>(workers), train ? "train" : "eval", rate, static_cast<long>(batch),
+      static_cast<long>(size));
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string shards, folder, mode, decode, split;
-  int64_t workers = 1, decode_threads = 1, batch = 256, size = 224;
+  int64_t workers = 1, batch = 256, size = 224;
   double seconds = 8;
   po::options_description opts("bench_gpu_decode");
   opts.add_options()("help", "this text")("shards", po::value(&shards)->required(), "tar shards (brace pattern)")(
@@ -113,7 +112,6 @@ int main(int argc, char** argv) {
       "mode", po::value(&mode)->default_value("loader"), "ceiling | loader")(
       "decode", po::value(&decode)->default_value("gpu"), "loader: gpu | cpu")(
       "workers", po::value(&workers)->default_value(1), "loader: data.num_workers")(
-      "decode-threads", po::value(&decode_threads)->default_value(1), "loader: data.decode_threads (GPU decode)")(
       "batch", po::value(&batch)->default_value(256), "images per batch")(
       "seconds", po::value(&seconds)->default_value(8.0), "measured time")(
       "size", po::value(&size)->default_value(224), "loader: output size")(
@@ -133,7 +131,7 @@ int main(int argc, char** argv) {
     if (mode == "ceiling") {
       ceiling(shards, batch, seconds);
     } else {
-      loader(shards, folder, decode, workers, decode_threads, batch, seconds, size, split == "train");
+      loader(shards, folder, decode, workers, batch, seconds, size, split == "train");
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_gpu_decode: %s\n", e.what());

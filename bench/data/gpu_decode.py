@@ -19,7 +19,9 @@ import io
 import json
 import multiprocessing
 import os
+import signal
 import statistics
+import sys
 import subprocess
 import tarfile
 import tempfile
@@ -233,15 +235,18 @@ def main():
     p.add_argument("--bench-tool", default=str(ROOT / "build/bench/data/bench_gpu_decode"))
     p.add_argument("--vit-train", default=str(ROOT / "build/vit-train"))
     p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--cpu-workers", type=int, default=14, help="data.num_workers for the CPU-decode training rows (0: leave them out)")
+    p.add_argument("--cpu-workers", type=int, default=14,
+                   help="data.num_workers for the CPU-decode training rows (0: leave them out)")
     p.add_argument("--seconds", type=float, default=8, help="measuring time per decode/loader row")
     p.add_argument("--skip-train", action="store_true", help="decode and loader rows only")
     p.add_argument("--train-only", action="store_true", help="training rows only")
     p.add_argument("--commit", default="", help="commit to print when git is not available")
     p.add_argument("--models", default="b16,s16")
-    p.add_argument("--decode-threads", default="1,2", help="data.decode_threads of the GPU-decode training rows")
     p.add_argument("--out", default="", help="JSON results (default WORK/results.json)")
     a = p.parse_args()
+    # A SIGTERM (timeout) ends this script as an exception does: subprocess.run then kills the
+    # vit-train or bench_gpu_decode it waits for instead of leaving it on the GPU.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     m = write_shards(a)
     pattern = f"{a.work}/train-{{00000..{a.shards - 1:05d}}}.tar"
@@ -249,25 +254,20 @@ def main():
 
     folder = write_folder(a)
     res = {"ceiling": None if a.train_only else run_tool(a, pattern, "--mode", "ceiling")}
-    # (decode, split, reader threads, decode threads, source)
-    loader = [("gpu", "train", 1, 1, "shards"), ("gpu", "train", 1, 2, "shards"), ("gpu", "eval", 2, 1, "shards"),
-              ("gpu", "train", 1, 1, "folder"), ("gpu", "eval", 2, 1, "folder"), ("cpu", "train", 1, 0, "shards"),
-              ("cpu", "train", 2, 0, "shards")]
-    for dec, split, w, d, src in loader:
+    loader = [("gpu", "train", 1, "shards"), ("gpu", "train", 2, "shards"), ("gpu", "eval", 2, "shards"),
+              ("gpu", "train", 1, "folder"), ("gpu", "eval", 2, "folder"), ("cpu", "train", 1, "shards"),
+              ("cpu", "train", 2, "shards")]
+    for dec, split, w, src in loader:
         where = ["--folder", folder] if src == "folder" else []
-        res[f"loader_{dec}_{split}_w{w}_d{d}_{src}"] = None if a.train_only else run_tool(a, pattern, "--mode", "loader", "--decode", dec,
-                                                                "--workers", w, "--decode-threads", max(d, 1),
-                                                                "--size", 224, "--split", split, *where)
+        res[f"loader_{dec}_{split}_w{w}_{src}"] = None if a.train_only else run_tool(
+            a, pattern, "--mode", "loader", "--decode", dec, "--workers", w, "--size", 224, "--split", split, *where)
     res["dali"] = None if a.train_only else dali([Path(a.work) / f"train-{i:05d}.tar" for i in range(a.shards)], a.seconds)
     models = [] if a.skip_train else [x.strip() for x in a.models.split(",") if x.strip()]
-    decode_threads = [int(x) for x in a.decode_threads.split(",") if x.strip()]
     shard_set = ["data.dataset=tar_shards", f"data.path={pattern}", f"data.eval_path={pattern}",
                  "data.num_classes=1000"]
     for model in models:
         res[f"{model}_synthetic"] = train(a, model, [])
-        for d in decode_threads:
-            res[f"{model}_gpu_d{d}"] = train(a, model, shard_set + ["data.decode=gpu", "data.num_workers=1",
-                                                                    f"data.decode_threads={d}"])
+        res[f"{model}_gpu"] = train(a, model, shard_set + ["data.decode=gpu", "data.num_workers=1"])
         res[f"{model}_cpu"] = (train(a, model, shard_set + ["data.decode=cpu", f"data.num_workers={a.cpu_workers}"])
                                if a.cpu_workers > 0 else None)
 
@@ -281,17 +281,15 @@ def main():
     ceil = res["ceiling"]
     rows = ["| what | CPU threads | img/s | vs ceiling / vs synthetic | data wait |", "|---|---|---:|---:|---:|",
             row("nvJPEG batched decode ceiling (full images, batch 256)", "1", ceil, None)]
-    for dec, split, w, d, src in loader:
-        threads = f"{w} reader{'s' * (w > 1)} + {d} decode" if dec == "gpu" else f"{w} (decode in the workers)"
+    for dec, split, w, src in loader:
+        threads = f"{w} reader{'s' * (w > 1)} + 1 decode" if dec == "gpu" else f"{w} (decode in the workers)"
         what = f"vitrain loader, {'tar shards' if src == 'shards' else 'ImageFolder'}, {dec} decode, {split} transforms"
-        rows.append(row(what, threads, res[f"loader_{dec}_{split}_w{w}_d{d}_{src}"], ceil))
+        rows.append(row(what, threads, res[f"loader_{dec}_{split}_w{w}_{src}"], ceil))
     rows.append(row("DALI webdataset + mixed decode + random-resized crop, 224 px", "2", res["dali"], ceil))
     for model in models:
         name, syn = f"ViT-{model.upper()[0]}/{model[1:]}", res[f"{model}_synthetic"]
         rows.append(row(f"{name} training, synthetic (GPU augmentation)", "-", syn, None))
-        for d in decode_threads:
-            rows.append(row(f"{name} training, shards, GPU decode", f"1 reader + {d} decode", res[f"{model}_gpu_d{d}"],
-                            syn))
+        rows.append(row(f"{name} training, shards, GPU decode", "1 reader + 1 decode", res[f"{model}_gpu"], syn))
         rows.append(row(f"{name} training, shards, CPU decode", str(a.cpu_workers), res[f"{model}_cpu"], syn))
     backend = (ceil or {}).get("backend", "nvJPEG backend unknown")
     header = (f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {gpu_name()}, commit {commit(a)}, "

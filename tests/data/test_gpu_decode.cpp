@@ -187,27 +187,6 @@ TEST(GpuDecode, ResumeMidEpochIsExact) {
   }
 }
 
-// Several decode threads finish batches out of order; next() hands them out in order, the same
-// batches as one thread.
-TEST(GpuDecode, BatchesDoNotDependOnTheDecodeThreads) {
-  OPEN_DECODER_OR_SKIP(gpu);
-  gpu.reset();
-  Folder folder(48, "gpu");
-  folder.config.decode_threads = 1;
-  auto one = make_loader(folder.config, gpu_options(true));
-  std::vector<Batch> want;
-  for (int step = 0; step < 9; ++step) want.push_back(one->next());
-  for (int64_t threads : {2, 3}) {
-    folder.config.decode_threads = threads;
-    auto many = make_loader(folder.config, gpu_options(true));
-    for (int step = 0; step < 9; ++step) {
-      Batch got = many->next();
-      EXPECT_TRUE(torch::equal(got.images.cpu(), want[step].images.cpu())) << threads << " threads, step " << step;
-      EXPECT_TRUE(torch::equal(got.labels.cpu(), want[step].labels.cpu())) << threads << " threads, step " << step;
-    }
-  }
-}
-
 // A truncated JPEG, bytes that are not a JPEG, and a good progressive one in a folder.
 struct DamagedFolder : Folder {
   DamagedFolder() : Folder(16, "gpu") {
