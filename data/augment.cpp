@@ -28,6 +28,15 @@ enum class RaOp {
 };
 constexpr int kNumRaOps = 15;
 
+// torchvision's TrivialAugmentWide op set, in its order (_augmentation_space), and its 31
+// magnitude bins.
+enum class TaOp {
+  kIdentity, kShearX, kShearY, kTranslateX, kTranslateY, kRotate, kBrightness, kColor, kContrast, kSharpness,
+  kPosterize, kSolarize, kAutoContrast, kEqualize
+};
+constexpr int kNumTaOps = 14;
+constexpr int kTaBins = 31;
+
 double radians(double deg) { return deg * kPi / 180.0; }
 
 }  // namespace
@@ -35,10 +44,15 @@ double radians(double deg) { return deg * kPi / 180.0; }
 RandAugmentSpec parse_rand_augment(const std::string& spec) {
   RandAugmentSpec out;
   if (spec.empty() || spec == "none") return out;
+  if (spec == "trivial") {
+    out.num_ops = 1;
+    out.trivial = true;
+    return out;
+  }
   auto fail = [&](const std::string& why) {
     VIT_THROW(ConfigError, "data.rand_augment: '", spec, "': ", why,
               "; use timm's form rand-m<magnitude>[-n<ops>][-mstd<std>][-mmax<max>][-p<prob>][-inc<0|1>], e.g. "
-              "rand-m9-mstd0.5-inc1, or none");
+              "rand-m9-mstd0.5-inc1, or trivial (TrivialAugment), or none");
   };
   auto parts = split(spec, '-');
   if (parts.empty() || parts[0] != "rand") fail("must start with 'rand'");
@@ -205,13 +219,58 @@ aug::LayerPlan ra_layer(RaOp op, double level, bool increasing, Rng& rng, int64_
   return p;
 }
 
+// One TrivialAugmentWide op at magnitude bin `bin` (0..30), negated for the signed ops, as
+// torchvision's _augmentation_space and _apply_op define it. Magnitudes are linspace(0, max, 31)
+// in exact arithmetic (torchvision's float32 linspace can land a last bit below: 15.999999 for
+// 32 x 15 / 30, which int() turns into a 15-pixel translation where this gives 16).
+aug::LayerPlan ta_layer(TaOp op, int bin, bool negative, int64_t h, int64_t w) {
+  const double step = static_cast<double>(bin) / (kTaBins - 1), sign = negative ? -1.0 : 1.0;
+  aug::LayerPlan p;
+  switch (op) {
+    case TaOp::kIdentity: return p;
+    case TaOp::kShearX:  // F.affine(shear=[degrees(atan(m)), 0], center=[0, 0])
+      return affine_layer(0, 0, 0, std::atan(sign * 0.99 * step) * 180.0 / kPi, 0, true, h, w);
+    case TaOp::kShearY:
+      return affine_layer(0, 0, 0, 0, std::atan(sign * 0.99 * step) * 180.0 / kPi, true, h, w);
+    case TaOp::kTranslateX:  // F.affine(translate=[int(m), 0])
+      return affine_layer(0, std::trunc(sign * 32.0 * step), 0, 0, 0, false, h, w);
+    case TaOp::kTranslateY:
+      return affine_layer(0, 0, std::trunc(sign * 32.0 * step), 0, 0, false, h, w);
+    case TaOp::kRotate:  // F.rotate(m): counter-clockwise, F.affine's angle -m
+      return affine_layer(-sign * 135.0 * step, 0, 0, 0, 0, false, h, w);
+    case TaOp::kBrightness: return blend_layer(aug::kBrightness, 1.0 + sign * 0.99 * step);
+    case TaOp::kColor: return blend_layer(aug::kColor, 1.0 + sign * 0.99 * step);
+    case TaOp::kContrast: return blend_layer(aug::kContrast, 1.0 + sign * 0.99 * step);
+    case TaOp::kSharpness: return blend_layer(aug::kSharpness, 1.0 + sign * 0.99 * step);
+    case TaOp::kPosterize: {  // 8 - round(bin / 5) bits: 8 (nothing to do) down to 2
+      const int bits = 8 - static_cast<int>(std::lround(bin / 5.0));
+      if (bits >= 8) return p;
+      p.op = aug::kPosterize;
+      p.a = static_cast<float>(bits);
+      return p;
+    }
+    case TaOp::kSolarize:  // threshold linspace(255, 0, 31)
+      p.op = aug::kSolarize;
+      p.a = static_cast<float>(255.0 * (1.0 - step));
+      return p;
+    case TaOp::kAutoContrast: p.op = aug::kAutoContrast; return p;
+    case TaOp::kEqualize: p.op = aug::kEqualize; return p;
+  }
+  return p;
+}
+
 }  // namespace
 
 aug::SamplePlan draw_plan(const AugmentPolicy& policy, uint64_t key) {
   aug::SamplePlan plan;
   if (!policy.train) return plan;
   const RandAugmentSpec& ra = policy.rand_augment;
-  if (ra.num_ops > 0) {
+  if (ra.trivial) {  // one op, one magnitude bin, one sign, each uniform (torchvision's draws)
+    Rng rng = part_rng(key, Part::kRandAugment);
+    const auto op = static_cast<TaOp>(rng.below(kNumTaOps));
+    const int bin = static_cast<int>(rng.below(kTaBins));
+    plan.layers[0] = ta_layer(op, bin, rng.coin(), policy.out_h, policy.out_w);
+  } else if (ra.num_ops > 0) {
     Rng rng = part_rng(key, Part::kRandAugment);
     for (int l = 0; l < ra.num_ops; ++l) {
       const auto op = static_cast<RaOp>(rng.below(kNumRaOps));  // timm: chosen with replacement

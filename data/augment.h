@@ -4,7 +4,8 @@
 //   1. geometry   crop (pad_crop | random_resized_crop | none), horizontal flip, resize to the
 //                 model's size; evaluation: resize (+ centre crop)
 //   2. RandAugment data.rand_augment (timm's "rand-m9-mstd0.5-inc1" strings): per image, n ops
-//                 drawn with replacement, each applied with probability p at a noisy magnitude
+//                 drawn with replacement, each applied with probability p at a noisy magnitude;
+//                 or "trivial": TrivialAugment, one op at a uniform magnitude
 //   3. normalise  (x / 255 - mean) / std
 //   4. erase      random erasing (timm's reprob, per-pixel normal noise), data.random_erase_prob
 // Per batch: 5. mix: mixup or cutmix with the batch reversed (soft targets).
@@ -40,12 +41,14 @@ namespace vit::data {
 
 // timm's RandAugment configuration string: "rand" then dash-separated m<magnitude>, n<ops>,
 // mstd<magnitude noise std> (> 100: uniform in [0, m]), mmax<upper bound>, p<probability per op>,
-// inc<0|1> (the "increasing" op set). "" or "none": off. Throws ConfigError naming
-// data.rand_augment.
+// inc<0|1> (the "increasing" op set). "trivial": TrivialAugment (torchvision's
+// TrivialAugmentWide: one of its 14 ops per image at one of 31 magnitudes, both uniform). "" or
+// "none": off. Throws ConfigError naming data.rand_augment.
 struct RandAugmentSpec {
   int num_ops = 0;  // 0: off
   double magnitude = 10, magnitude_std = 0, magnitude_max = 10, prob = 0.5;
   bool increasing = false;
+  bool trivial = false;  // TrivialAugment (num_ops 1); the other fields unused
 };
 RandAugmentSpec parse_rand_augment(const std::string& spec);
 

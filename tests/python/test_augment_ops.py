@@ -1,9 +1,10 @@
-"""vitrain's RandAugment ops and policy against independent references.
+"""vitrain's RandAugment and TrivialAugment ops and policies against independent references.
 
 Each op of data/augment_ops.h (run through the `vit-augment-tool` test helper, whose path comes in
 the VIT_AUGMENT_TOOL environment variable) against torchvision's functional op on uint8 images at
-fixed magnitudes (timm's SolarizeAdd, which torchvision lacks, against its lookup table), and the
-plans drawn for timm's policy strings against timm's level-to-argument rules.
+fixed magnitudes (timm's SolarizeAdd, which torchvision lacks, against its lookup table), the
+plans drawn for timm's policy strings against timm's level-to-argument rules, and the plans of
+"trivial" against torchvision's TrivialAugmentWide.
 
 Tolerance: the colour ops equal torchvision's uint8 output exactly (same float32 arithmetic, same
 truncation). The geometric ops (rotate, shear, translate) build their sampling grid with other
@@ -68,12 +69,14 @@ COLOUR_CASES = [
     ("equalize", [EQUALIZE], F.equalize),
     ("invert", [INVERT], F.invert),
     *[(f"posterize{b}", [POSTERIZE, b], lambda im, b=b: F.posterize(im, b)) for b in (0, 1, 2, 4, 7)],
-    *[(f"solarize{t}", [SOLARIZE, t], lambda im, t=t: F.solarize(im, float(t))) for t in (26, 128, 230, 255)],
+    *[(f"solarize{t}", [SOLARIZE, t], lambda im, t=t: F.solarize(im, float(t))) for t in (0, 26, 128, 230, 246.5, 255)],
     ("solarize256", [SOLARIZE, 256], lambda im: im),  # timm's level 0; torchvision refuses 256: nothing changes
-    *[(f"color{r}", [COLOR, r], lambda im, r=r: F.adjust_saturation(im, r)) for r in (0.1, 0.55, 1.0, 1.81)],
-    *[(f"contrast{r}", [CONTRAST, r], lambda im, r=r: F.adjust_contrast(im, r)) for r in (0.1, 0.73, 1.3, 1.9)],
-    *[(f"brightness{r}", [BRIGHTNESS, r], lambda im, r=r: F.adjust_brightness(im, r)) for r in (0.1, 0.64, 1.45, 1.9)],
-    *[(f"sharpness{r}", [SHARPNESS, r], lambda im, r=r: F.adjust_sharpness(im, r)) for r in (0.1, 0.5, 1.3, 1.9)],
+    # Factors 0.1-1.9 are RandAugment's range, 0.01 and 1.99 TrivialAugment's ends.
+    *[(f"color{r}", [COLOR, r], lambda im, r=r: F.adjust_saturation(im, r)) for r in (0.01, 0.1, 0.55, 1.0, 1.81, 1.99)],
+    *[(f"contrast{r}", [CONTRAST, r], lambda im, r=r: F.adjust_contrast(im, r)) for r in (0.01, 0.1, 0.73, 1.3, 1.99)],
+    *[(f"brightness{r}", [BRIGHTNESS, r], lambda im, r=r: F.adjust_brightness(im, r))
+      for r in (0.01, 0.1, 0.64, 1.45, 1.99)],
+    *[(f"sharpness{r}", [SHARPNESS, r], lambda im, r=r: F.adjust_sharpness(im, r)) for r in (0.01, 0.1, 0.5, 1.3, 1.99)],
 ]
 
 
@@ -103,16 +106,16 @@ def test_solarize_add_is_timms_lookup_table(tool, tmp_path):
 
 GEOMETRIC_CASES = [
     *[(f"rotate{a}", [AFFINE, 0, a], lambda im, a=a: F.rotate(im, -a, InterpolationMode.BILINEAR, fill=FILL))
-      for a in (-27.0, -9.5, 13.0, 30.0)],
+      for a in (-135.0, -27.0, -9.5, 13.0, 30.0, 99.0)],
     *[(f"shear_x{f}", [AFFINE, 0, 0, 0, 0, math.degrees(math.atan(f)), 0, 1],
        lambda im, f=f: F.affine(im, 0.0, [0, 0], 1.0, [math.degrees(math.atan(f)), 0.0], InterpolationMode.BILINEAR,
-                                FILL, center=[0, 0])) for f in (-0.27, 0.12, 0.3)],
+                                FILL, center=[0, 0])) for f in (-0.99, -0.27, 0.12, 0.3, 0.66)],
     *[(f"shear_y{f}", [AFFINE, 0, 0, 0, 0, 0, math.degrees(math.atan(f)), 1],
        lambda im, f=f: F.affine(im, 0.0, [0, 0], 1.0, [0.0, math.degrees(math.atan(f))], InterpolationMode.BILINEAR,
-                                FILL, center=[0, 0])) for f in (-0.3, 0.2)],
+                                FILL, center=[0, 0])) for f in (-0.3, 0.2, 0.99)],
     *[(f"translate{tx},{ty}", [AFFINE, 0, 0, tx, ty],
        lambda im, tx=tx, ty=ty: F.affine(im, 0.0, [tx, ty], 1.0, [0.0, 0.0], InterpolationMode.BILINEAR, FILL))
-      for tx, ty in ((-12.96, 0.0), (0.0, 7.5), (3.0, -4.0))],
+      for tx, ty in ((-12.96, 0.0), (0.0, 7.5), (3.0, -4.0), (32.0, 0.0), (0.0, -17.0))],
 ]
 
 
@@ -228,8 +231,93 @@ def test_random_erasing_boxes_follow_timm(tool, tmp_path):
     assert area.min() >= 0.01 and area.max() <= 0.4 and 0.12 < area.mean() < 0.2
 
 
+def expected_layers_trivial(h, w):
+    """Every (op, a, b, m) of torchvision's TrivialAugmentWide, as vitrain plans it, keyed by (op, bin, sign).
+
+    The magnitudes are torchvision's linspace(0, max, 31) in exact arithmetic; its float32 values
+    differ in the last bit (checked below), which only changes int() of a translation at a bin
+    whose exact value is a whole number of pixels."""
+    identity = [0.0] * 6
+    out = {}
+    for bin_ in range(31):
+        step = bin_ / 30
+        out[("identity", bin_, 1)] = (NONE, 0, 0, identity)
+        out[("autocontrast", bin_, 1)] = (AUTOCONTRAST, 0, 0, identity)
+        out[("equalize", bin_, 1)] = (EQUALIZE, 0, 0, identity)
+        bits = 8 - round(bin_ / 5)
+        out[("posterize", bin_, 1)] = (NONE, 0, 0, identity) if bits >= 8 else (POSTERIZE, bits, 0, identity)
+        out[("solarize", bin_, 1)] = (SOLARIZE, np.float32(255 * (1 - step)), 0, identity)
+        for sign in (1, -1):
+            factor = 1 + sign * 0.99 * step
+            for name, code in (("color", COLOR), ("contrast", CONTRAST), ("brightness", BRIGHTNESS),
+                               ("sharpness", SHARPNESS)):
+                out[(name, bin_, sign)] = (code, np.float32(factor), np.float32(1 - factor), identity)
+            corner = [-w / 2, -h / 2]
+            shear = math.degrees(math.atan(sign * 0.99 * step))
+            out[("shear_x", bin_, sign)] = (AFFINE, 0, 0, inverse_matrix_in_index_coords(h, w, corner, 0, [0, 0],
+                                                                                        [shear, 0]))
+            out[("shear_y", bin_, sign)] = (AFFINE, 0, 0, inverse_matrix_in_index_coords(h, w, corner, 0, [0, 0],
+                                                                                        [0, shear]))
+            pixels = int(sign * 32 * step)
+            out[("translate_x", bin_, sign)] = (AFFINE, 0, 0, inverse_matrix_in_index_coords(h, w, [0, 0], 0,
+                                                                                            [pixels, 0], [0, 0]))
+            out[("translate_y", bin_, sign)] = (AFFINE, 0, 0, inverse_matrix_in_index_coords(h, w, [0, 0], 0,
+                                                                                            [0, pixels], [0, 0]))
+            out[("rotate", bin_, sign)] = (AFFINE, 0, 0, inverse_matrix_in_index_coords(h, w, [0, 0], -sign * 135 * step,
+                                                                                       [0, 0], [0, 0]))
+    return out
+
+
+def test_trivial_augment_magnitudes_are_torchvisions():
+    from torchvision.transforms import TrivialAugmentWide
+    space = TrivialAugmentWide()._augmentation_space(31)
+    assert list(space) == ["Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
+                           "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize"]
+    exact = {"ShearX": 0.99, "ShearY": 0.99, "TranslateX": 32.0, "TranslateY": 32.0, "Rotate": 135.0,
+             "Brightness": 0.99, "Color": 0.99, "Contrast": 0.99, "Sharpness": 0.99}
+    for name, top in exact.items():
+        values, signed = space[name]
+        assert signed
+        assert np.allclose(values.numpy(), [top * b / 30 for b in range(31)], rtol=1e-6, atol=1e-6), name
+    assert space["Posterize"][0].tolist() == [8 - round(b / 5) for b in range(31)]
+    assert np.allclose(space["Solarize"][0].numpy(), [255 * (1 - b / 30) for b in range(31)], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (24, 40)])
+def test_trivial_plans_hold_torchvisions_arguments_uniformly(tool, tmp_path, size):
+    count = 7000
+    plans = draw_plans(tool, tmp_path, "trivial", count, size)
+    by_code = {}  # op code -> [a, b, m0..m5] rows of the expected layers
+    for eop, ea, eb, em in expected_layers_trivial(*size).values():
+        by_code.setdefault(eop, []).append([ea, eb, *em])
+    by_code = {k: np.array(v, dtype=np.float64) for k, v in by_code.items()}
+    tolerance = np.array([1e-5, 1e-5] + [1e-4] * 6)
+    codes, bins, signs = [], [], []
+    for i in range(count):
+        op = int(plans["op"][i, 0])
+        got = np.array([float(plans["a"][i, 0]), float(plans["b"][i, 0]), *plans["m"][i, 0].tolist()])
+        match = op in by_code and (np.abs(by_code[op] - got) <= tolerance).all(axis=1).any()
+        assert match, f"plan {i}: op {op}, a, b, m {got.tolist()} is none of TrivialAugmentWide's"
+        assert all(int(plans["op"][i, layer]) == NONE for layer in range(1, 4)), "one op per image"
+        codes.append(op)
+        if op == BRIGHTNESS:
+            bins.append(round(abs(got[0] - 1) / 0.033))
+            signs.append(got[0] > 1)
+    codes = np.array(codes)
+    # 14 ops, each 1/14: the five geometric ones share AFFINE; posterize's first 3 bins are 8 bits (nothing).
+    share = {AFFINE: 5 / 14, POSTERIZE: 28 / 31 / 14, NONE: 1 / 14 + 3 / 31 / 14}
+    for code in (AFFINE, POSTERIZE, NONE, AUTOCONTRAST, EQUALIZE, SOLARIZE, COLOR, CONTRAST, BRIGHTNESS, SHARPNESS):
+        seen = (codes == code).mean()
+        assert abs(seen - share.get(code, 1 / 14)) < 0.015, f"op {code}: {seen:.3f} of the images"
+    # Magnitude bins uniform over 31 (bin 0 has no sign), signs even.
+    counts = np.bincount(bins, minlength=31)
+    assert counts.min() > 0 and counts.max() < 3.5 * len(bins) / 31, counts
+    nonzero = np.array(bins) > 0
+    assert abs(np.array(signs)[nonzero].mean() - 0.5) < 0.08
+
+
 def test_bad_policy_strings_name_the_key(tool, tmp_path):
-    for spec in ("rand-m9-x3", "augmix-m5", "rand-n9", "rand-m"):
+    for spec in ("rand-m9-x3", "augmix-m5", "rand-n9", "rand-m", "trivial-m9"):
         result = subprocess.run([tool, "plans", "--spec", spec, "--count", "1", "--out", tmp_path / "p.safetensors"],
                                 capture_output=True, text=True)
         assert result.returncode != 0 and "data.rand_augment" in result.stderr, (spec, result.stderr)
