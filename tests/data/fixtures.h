@@ -73,4 +73,14 @@ class ScratchDir {
   std::filesystem::path path_;
 };
 
+// A tar-shard data config: train and eval shard patterns, `classes` classes.
+inline DataConfig tar_config(const std::string& train, const std::string& eval, int64_t classes) {
+  DataConfig config;
+  config.dataset = "tar_shards";
+  config.path = train;
+  config.eval_path = eval;
+  config.num_classes = classes;
+  return config;
+}
+
 }  // namespace vit::data::testing

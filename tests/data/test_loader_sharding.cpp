@@ -86,8 +86,6 @@ class LoaderSharding : public ::testing::TestWithParam<std::tuple<std::string, i
   Layout layout() const {
     Layout l;
     l.name = std::get<0>(GetParam());
-    l.config.num_workers = std::get<2>(GetParam());
-    l.config.prefetch_batches = 3;
     if (l.name == "cifar") {
       l.config.dataset = "cifar10";
       l.config.path = *dir_ / "cifar";
@@ -97,13 +95,12 @@ class LoaderSharding : public ::testing::TestWithParam<std::tuple<std::string, i
       l.config.device_resident = false;
       l.config.num_classes = 3;
     } else {
-      l.config.dataset = "tar_shards";
-      l.config.path = *dir_ / "shards/train/{0..7}.tar";
-      l.config.eval_path = *dir_ / "shards/eval/{0..3}.tar";
+      l.config = testing::tar_config(*dir_ / "shards/train/{0..7}.tar", *dir_ / "shards/eval/{0..3}.tar", 3);
       l.config.shuffle_buffer = 8;
-      l.config.num_classes = 3;
       l.shard_sizes = {15, 12, 9, 20, 11, 8, 14, 14};
     }
+    l.config.num_workers = std::get<2>(GetParam());
+    l.config.prefetch_batches = 3;
     return l;
   }
 
@@ -242,12 +239,8 @@ TEST_P(LoaderSharding, SameSeedIsBitIdenticalAndResumeIsExact) {
 TEST(TarShardPlan, AnyNumberOfRanksFollowsThePlanRanksOrder) {
   ScratchDir dir;
   write_index_shards(dir / "train", {15, 12, 9, 20, 11, 8, 14, 14});
-  DataConfig config;
-  config.dataset = "tar_shards";
-  config.path = dir / "train/{0..7}.tar";
-  config.eval_path = config.path;
+  DataConfig config = testing::tar_config(dir / "train/{0..7}.tar", dir / "train/{0..7}.tar", 3);
   config.shuffle_buffer = 8;
-  config.num_classes = 3;
   config.num_workers = 1;
   constexpr int64_t kMicroBatches = 6;  // per optimiser step, over all ranks
   auto positions = [&](int world) {     // global position -> sample, for epochs 0 and 1

@@ -36,11 +36,7 @@ for shard, count in enumerate([13, 8]):
 )";
   const std::string cmd = std::string(VIT_TEST_PYTHON) + " " + script + " " + dir.path();
   ASSERT_EQ(std::system(cmd.c_str()), 0) << "python (tarfile + PIL) could not write the shards";
-  DataConfig config;
-  config.dataset = "tar_shards";
-  config.path = dir / "shard-{00..01}.tar";
-  config.eval_path = config.path;
-  config.num_classes = 5;
+  DataConfig config = testing::tar_config(dir / "shard-{00..01}.tar", dir / "shard-{00..01}.tar", 5);
   config.num_workers = 2;
   LoaderOptions o;
   o.micro_batch_size = 5;

@@ -71,7 +71,7 @@ TEST(FusedAttention, MatchesFloat64SoftmaxAttention) {
 }
 
 TEST(FusedAttention, NotTakenWhereItDoesNotApply) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  REQUIRE_FUSED_GPU();
   EXPECT_TRUE(fused_attention_supported(145, 16));  // the fine-tune's 12 x 12 grid and class token
   EXPECT_FALSE(fused_attention_supported(161, 16));  // longer than the kernels are compiled for
   EXPECT_FALSE(fused_attention_supported(161, 32));
