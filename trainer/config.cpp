@@ -113,7 +113,8 @@ std::vector<Field> schema(Config& c) {
       field("optim.name", &o.name), field("optim.lr", &o.lr), field("optim.weight_decay", &o.weight_decay),
       field("optim.beta1", &o.beta1), field("optim.beta2", &o.beta2), field("optim.eps", &o.eps),
       field("optim.momentum", &o.momentum), field("optim.nesterov", &o.nesterov),
-      field("optim.clip_grad_norm", &o.clip_grad_norm),
+      field("optim.muon_momentum", &o.muon_momentum), field("optim.muon_nesterov", &o.muon_nesterov),
+      field("optim.muon_ns_steps", &o.muon_ns_steps), field("optim.clip_grad_norm", &o.clip_grad_norm),
 
       field("schedule.name", &s.name), field("schedule.warmup_steps", &s.warmup_steps, kMayChange),
       field("schedule.warmup_fraction", &s.warmup_fraction, kMayChange), field("schedule.min_lr", &s.min_lr),

@@ -1,5 +1,6 @@
 // The optimiser step: clip by global norm, then fused AdamW or SGD (ATen's _fused_adamw_ /
-// _fused_sgd_, the kernels torch.optim uses with fused=True) over every parameter at once.
+// _fused_sgd_, the kernels torch.optim uses with fused=True) over every parameter at once, or
+// Muon (orthogonalised momentum) for the hidden matrices with AdamW for the rest.
 //
 // Everything stays on the device: the global norm, the non-finite flag and the skipped-step
 // count are tensors, read by the host only when metrics are logged. A non-finite gradient
@@ -18,7 +19,7 @@ namespace vit::train {
 
 // The YAML section `optim` (trainer/config.h loads it; docs/config.md lists the keys).
 struct OptimConfig {
-  std::string name = "adamw";  // adamw | sgd
+  std::string name = "adamw";  // adamw | muon | sgd
   double lr = 1e-3;            // peak learning rate (after warmup)
   double weight_decay = 0.05;  // not applied to biases, norms, cls_token, pos_embed
   double beta1 = 0.9;
@@ -26,6 +27,9 @@ struct OptimConfig {
   double eps = 1e-8;
   double momentum = 0.9;  // sgd
   bool nesterov = false;  // sgd
+  double muon_momentum = 0.95;  // muon: the hidden matrices' momentum (the rest takes AdamW's betas)
+  bool muon_nesterov = true;
+  int64_t muon_ns_steps = 5;  // Newton-Schulz iterations
   double clip_grad_norm = 1.0;  // 0 disables clipping by global norm
 };
 // Range and choice checks of the section alone; messages name `optim.<key>` (ConfigError).
@@ -74,5 +78,8 @@ bool key_unused_by(const std::string& optimizer, const std::string& key);
 
 // True for names that take no weight decay (biases, norms, cls_token, pos_embed).
 bool is_no_decay(const std::string& name);
+// True for the matrices Muon updates: every 2-D weight but the classifier's (head.weight), so the
+// blocks' qkv, proj, fc1, fc2 and the MLP head's hidden layer; the patch embedding is a 4-D conv.
+bool is_hidden_matrix(const std::string& name, const torch::Tensor& param);
 
 }  // namespace vit::train

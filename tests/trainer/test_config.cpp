@@ -145,7 +145,7 @@ TEST(Config, CrossFieldChecks) {
 TEST(Config, EachSectionValidatesItself) {
   vit::train::OptimConfig optim;
   optim.name = "rmsprop";
-  EXPECT_NE(error_of([&] { vit::train::validate(optim); }).find("optim.name: must be adamw or sgd, got 'rmsprop'"),
+  EXPECT_NE(error_of([&] { vit::train::validate(optim); }).find("optim.name: must be adamw or muon or sgd, got 'rmsprop'"),
             std::string::npos);
   vit::train::ScheduleConfig schedule;
   schedule.warmup_fraction = 1.5;

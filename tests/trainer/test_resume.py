@@ -157,11 +157,12 @@ def test_a_checkpoint_refused_at_resume_is_neither_counted_nor_removed_by_prunin
 
 
 STRONG = ["data.rand_augment=rand-m9-mstd0.5-inc1", "data.random_erase_prob=0.25", "data.repeated_augment=2",
-          "data.mixup_alpha=0.8", "data.cutmix_alpha=1.0", "train.ema_decay=0.9", "train.eval_flip_tta=true"]
+          "data.mixup_alpha=0.8", "data.cutmix_alpha=1.0", "train.ema_decay=0.9", "train.eval_flip_tta=true",
+          "optim.name=muon"]
 
 
 @pytest.mark.parametrize("np", [1, 2])
-def test_resume_is_exact_with_randaugment_erasing_repeats_mixing_and_the_weight_average(tmp_path, np):
+def test_resume_is_exact_with_randaugment_erasing_repeats_mixing_the_weight_average_and_muon(tmp_path, np):
     ref_dir, dir_ = tmp_path / "ref", tmp_path / "killed"
     run(args(ref_dir, STRONG), np=np)
     reference = losses_by_step(ref_dir)
