@@ -7,7 +7,8 @@ Both stages, as vitrain runs them:
                (rand_augment_transform, the data mean as fill) + ToTensor + Normalize + timm's
                RandomErasing (pixel mode); timm's RepeatAugSampler for repeated augmentation;
                timm.data.Mixup + SoftTargetCrossEntropy; AdamW (fused) with timm's no-decay
-               groups, warmup + cosine per step (vitrain's formula), clip at norm 1; timm's
+               groups, or torch.optim.Muon for the hidden matrices with AdamW for the rest
+               (optim.name: muon), warmup + cosine per step (vitrain's formula), clip at norm 1; timm's
                ModelEmaV3; bf16 autocast and torch.compile.
   fine-tuning  a new model at the fine-tune size, the pretrained weights (or their moving
                average) with timm's resample_abs_pos_embed, a zero-initialised linear head, the
@@ -136,11 +137,20 @@ def run_stage(name, recipe, model, data, args, device, log):
 
     o = recipe.get("optim", {})
     wd = o.get("weight_decay", 0.05)
+    algorithm = o.get("name", "adamw")
+    # optim.name: muon: torch.optim.Muon (Moonlight's RMS matching, as vitrain) for every 2-D weight
+    # but the classifier's, AdamW with timm's groups for the rest.
+    hidden = [p for n, p in model.named_parameters() if algorithm == "muon" and p.ndim == 2 and not n.startswith("head.")]
     groups = param_groups_weight_decay(model, wd, no_weight_decay_list=getattr(model, "no_weight_decay", set)())
-    if o.get("name", "adamw") == "sgd":
-        opt = torch.optim.SGD(groups, lr=o["lr"], momentum=o.get("momentum", 0.9), fused=True)
+    groups = [dict(g, params=[p for p in g["params"] if not any(p is h for h in hidden)]) for g in groups]
+    if algorithm == "sgd":
+        opts = [torch.optim.SGD(groups, lr=o["lr"], momentum=o.get("momentum", 0.9), fused=True)]
     else:
-        opt = torch.optim.AdamW(groups, lr=o["lr"], betas=(o.get("beta1", 0.9), o.get("beta2", 0.999)), fused=True)
+        opts = [torch.optim.AdamW(groups, lr=o["lr"], betas=(o.get("beta1", 0.9), o.get("beta2", 0.999)), fused=True)]
+    if hidden:
+        opts.append(torch.optim.Muon(hidden, lr=o["lr"], weight_decay=wd, momentum=o.get("muon_momentum", 0.95),
+                                     nesterov=o.get("muon_nesterov", True), ns_steps=o.get("muon_ns_steps", 5),
+                                     adjust_lr_fn="match_rms_adamw"))
     decay = get(recipe, "train.ema_decay", 0.0)
     ema = ModelEmaV3(model, decay=decay) if decay > 0 else None
     net = torch.compile(model) if device.type == "cuda" else model
@@ -179,15 +189,16 @@ def run_stage(name, recipe, model, data, args, device, log):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if mixer is not None:
                 x, y = mixer(x, y)
-            for g in opt.param_groups:
+            for g in (g for opt in opts for g in opt.param_groups):
                 g["lr"] = lr_at(step, total, warmup, o["lr"], s.get("min_lr", 0.0))
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = criterion(net(x).float(), y)
-            opt.zero_grad(set_to_none=True)
+            model.zero_grad(set_to_none=True)
             loss.backward()
             if clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
+            for opt in opts:
+                opt.step()
             if ema is not None:
                 ema.update(model, step)
             step += 1
