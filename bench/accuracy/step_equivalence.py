@@ -5,8 +5,10 @@ vitrain runs (augmentation, mixing and drop path off, constant lr, linear head, 
   RUN:  train.steps=3, checkpoint.every_steps=1 (weights after steps 1, 2, 3)
 The batches are recomputed here from data/random.h's sampler (splitmix64 Fisher-Yates keyed by
 (seed, shuffle tag, epoch)) over the sorted ImageFolder, decoded with PIL. Here: timm VisionTransformer loads INIT, takes the same batches (normalised as vitrain), label
-smoothing 0.1, clip 1, AdamW (torch, fused) with timm's no-decay groups, and the per-tensor
-max |diff| to vitrain's weights after each step is printed. See README.md for the commands.
+smoothing 0.1, clip 1, AdamW (torch, fused) with timm's no-decay groups (--optim muon: and
+torch.optim.Muon for every 2-D weight but the classifier's, its Newton-Schulz iteration in float32
+as vitrain's on the CPU), and the per-tensor max |diff| to vitrain's weights after each step is
+printed. See README.md for the commands.
 
     python bench/accuracy/step_equivalence.py INIT_CKPT RUN_DIR TRAIN_DIR --batch 32 --width 128 --depth 4 --heads 4 --mlp 256
 """
@@ -62,6 +64,22 @@ def folder(root):
     return files, labels.tolist()
 
 
+def float32_newton_schulz():
+    """torch.optim.Muon's orthogonalisation with float32 in place of its bfloat16 (vitrain's CPU path)."""
+    import torch.optim._muon as muon
+    bf16 = muon._zeropower_via_newtonschulz
+
+    def in_float32(grad, *args):
+        saved = torch.Tensor.bfloat16
+        torch.Tensor.bfloat16 = torch.Tensor.float
+        try:
+            return bf16(grad, *args)
+        finally:
+            torch.Tensor.bfloat16 = saved
+
+    muon._zeropower_via_newtonschulz = in_float32
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("init")
@@ -76,6 +94,7 @@ def main():
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--wd", type=float, default=0.05, help="vitrain's optim.weight_decay (a large one makes the decay groups visible)")
+    p.add_argument("--optim", default="adamw", choices=["adamw", "muon"], help="vitrain's optim.name")
     p.add_argument("--device", default="cpu", help="where the reference runs (cuda: against a vitrain run with run.device=cuda "
                    "train.precision=fp32; TF32 stays off for matmuls, as in vitrain)")
     a = p.parse_args()
@@ -86,8 +105,13 @@ def main():
     w0 = load_file(os.path.join(a.init, "model.safetensors"), device=str(dev))
     model.load_state_dict(w0, strict=True)
     model.to(dev)
+    hidden = [p for n, p in model.named_parameters() if a.optim == "muon" and p.ndim == 2 and not n.startswith("head.")]
     groups = param_groups_weight_decay(model, a.wd, no_weight_decay_list=model.no_weight_decay())
-    opt = torch.optim.AdamW(groups, lr=a.lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
+    groups = [dict(g, params=[p for p in g["params"] if not any(p is h for h in hidden)]) for g in groups]
+    opts = [torch.optim.AdamW(groups, lr=a.lr, betas=(0.9, 0.999), eps=1e-8, fused=True)]
+    if hidden:
+        float32_newton_schulz()
+        opts.append(torch.optim.Muon(hidden, lr=a.lr, weight_decay=a.wd, adjust_lr_fn="match_rms_adamw"))
     model.train()
     B = a.batch
     files, all_labels = folder(a.train_dir)
@@ -98,10 +122,11 @@ def main():
         labels = torch.tensor([all_labels[i] for i in ids], device=dev)
         x = ((torch.from_numpy(raw).float() / 255 - MEAN) / STD).to(dev)
         loss = F.cross_entropy(model(x), labels, label_smoothing=0.1)
-        opt.zero_grad()
+        model.zero_grad()
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        for opt in opts:
+            opt.step()
         ref = load_file(os.path.join(a.run, "checkpoints", f"step_{s + 1:08d}", "model.safetensors"), device=str(dev))
         diffs = {n: float((p.detach() - ref[n]).abs().max()) for n, p in model.named_parameters()}
         moved = {n: float((p.detach() - w0[n]).abs().max()) for n, p in model.named_parameters()}
